@@ -1,0 +1,1 @@
+"""Wire format shared by client and service: pure functions, no I/O."""
