@@ -91,7 +91,8 @@ def test_hash_stream_equals_hashmap_of_on_random_data(seed):
 def test_hash_stream_default_block_size_multi_block():
     rnd = random.Random(7)
     data = rnd.randbytes(BLOCK_SIZE + 12345)
-    size, hashes = hash_stream(iter([data[:1000], data[1000:BLOCK_SIZE + 1], data[BLOCK_SIZE + 1:]]))
+    pieces = [data[:1000], data[1000:BLOCK_SIZE + 1], data[BLOCK_SIZE + 1:]]
+    size, hashes = hash_stream(iter(pieces))
     assert size == len(data)
     assert hashes == hashmap_of(data)
     assert len(hashes) == 2
