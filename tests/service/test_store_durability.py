@@ -189,3 +189,21 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path):
     # The serial counter kept counting across the kills.
     serials = all_serials(Store.open(data))
     assert len(serials) == len(set(serials)) and len(serials) > 5
+
+
+def test_forked_child_opens_its_own_connection(st):
+    """A worker forked from a process that used the store (gunicorn --preload)."""
+    upload(st, ACCOUNT, "before-fork", b"parent")
+    pid = os.fork()
+    if pid == 0:  # the child: write through the inherited Store, then leave at once
+        code = 1
+        try:
+            upload(st, ACCOUNT, "from-child", b"child")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert assert_intact(st, st.get_version(ACCOUNT, "pithos", "from-child", ACCOUNT)) == b"child"
+    upload(st, ACCOUNT, "after-fork", b"parent again")
+    assert st.check() == []

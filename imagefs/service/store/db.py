@@ -220,6 +220,9 @@ SCHEMA = [
 
 COUNTERS = ("serial", "id")
 
+#: Connections opened before a fork, never used or closed in the child.
+_INHERITED: list[sqlite3.Connection] = []
+
 
 def sql(text: str) -> str:
     """The statement for this driver's paramstyle (sqlite3: qmark, unchanged).
@@ -301,8 +304,13 @@ class Database:
         """This thread's connection; a forked child opens its own."""
         local = self._local
         conn = getattr(local, "conn", None)
-        if conn is not None and local.pid == os.getpid():
-            return conn
+        if conn is not None:
+            if local.pid == os.getpid():
+                return conn
+            # Inherited across fork (e.g. a preloading gunicorn master): closing it
+            # here could checkpoint or remove the WAL under the parent's feet, so
+            # it is kept, unused, for the life of this process.
+            _INHERITED.append(conn)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                isolation_level=None, check_same_thread=True)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
