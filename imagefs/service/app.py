@@ -32,6 +32,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import parse_qs
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -172,18 +173,11 @@ class ServiceRequest(Request):
     #: the authenticated user (a store ``User``) or None for anonymous calls.
     user = None
 
-    @property
+    @cached_property
     def query(self) -> Query:
-        q = self.__dict__.get("_query")
-        if q is None:
-            raw = self.environ.get("QUERY_STRING", "")
-            # WSGI hands the query over as latin-1 text of the raw bytes.
-            q = Query(raw.encode("latin-1", "replace").decode("ascii", "replace"))
-            self.__dict__["_query"] = q
-        return q
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name, default)
+        raw = self.environ.get("QUERY_STRING", "")
+        # WSGI hands the query over as latin-1 text of the raw bytes; clients percent-encode.
+        return Query(raw.encode("latin-1", "replace").decode("ascii", "replace"))
 
     def has_body(self) -> bool:
         """A request body is coming: a positive Content-Length or chunked framing."""
@@ -259,7 +253,9 @@ class Route:
     rule: str
     view: Callable[..., Response]
     methods: tuple[str, ...]
-    auth: str = "token"      # "token", "none" (POST tokens) or "anonymous" (public objects)
+    #: False for the calls that need no token: POST tokens (the token is in the body),
+    #: anonymous reads of /public/ and the UI URL.
+    auth: bool = True
 
 
 def _routes() -> list[Route]:
@@ -347,7 +343,7 @@ class ServiceApp:
                 raise errors.NotFound("Resource not found") from None
             route = self._routes[endpoint]
             _check_path(request)
-            if route.auth == "token":
+            if route.auth:
                 request.user = self.authenticate(request)
             return route.view(self, request, **values)
         except ImagefsError as exc:

@@ -16,6 +16,8 @@ import logging
 import time
 from datetime import datetime, timezone
 
+from werkzeug.wrappers import Response
+
 from imagefs import errors
 from imagefs.service.app import Route, ServiceRequest, json_reply, reply
 
@@ -70,7 +72,7 @@ def _expires() -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
 
 
-def tokens(app, request: ServiceRequest) -> object:
+def tokens(app, request: ServiceRequest) -> Response:
     """``POST tokens``: authenticate by the token in the body (header ignored, as Astakos)."""
     base = app.base_url(request)
     body = _read_json(request)
@@ -106,7 +108,7 @@ def tokens(app, request: ServiceRequest) -> object:
     }})
 
 
-def user_catalogs(app, request: ServiceRequest) -> object:
+def user_catalogs(app, request: ServiceRequest) -> Response:
     """``POST user_catalogs``: uuid -> username and username -> uuid maps (api.md §2.2)."""
     body = _read_json(request)
     if not isinstance(body, dict):
@@ -122,15 +124,15 @@ def user_catalogs(app, request: ServiceRequest) -> object:
     })
 
 
-def ui(app, request: ServiceRequest) -> object:
+def ui(app, request: ServiceRequest) -> Response:
     """The catalog's ``SNF:uiURL``: nothing to show, but the URL should answer."""
     return reply(200, "imagefs embedded Synnefo service\n", content_type="text/plain")
 
 
 ROUTES = [
-    Route(IDENTITY + "/tokens", tokens, ("POST",), auth="none"),
-    Route(IDENTITY + "/tokens/", tokens, ("POST",), auth="none"),
+    Route(IDENTITY + "/tokens", tokens, ("POST",), auth=False),
+    Route(IDENTITY + "/tokens/", tokens, ("POST",), auth=False),
     Route(ACCOUNT + "/user_catalogs", user_catalogs, ("POST",)),
     Route(ACCOUNT + "/user_catalogs/", user_catalogs, ("POST",)),
-    Route(UI, ui, ("GET",), auth="anonymous"),
+    Route(UI, ui, ("GET",), auth=False),
 ]

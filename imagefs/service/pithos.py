@@ -40,7 +40,7 @@ from imagefs.protocol import headers as wire
 from imagefs.protocol import names
 from imagefs.protocol.hashmap import EMPTY_HASH
 from imagefs.service.app import (
-    JSON, TEXT, LengthRequired, NotAllowed, NotImplementedHere, NotModified, Route,
+    TEXT, LengthRequired, NotAllowed, NotImplementedHere, NotModified, Route,
     ServiceRequest, Unprocessable, json_reply, reply)
 
 log = logging.getLogger(__name__)
@@ -781,4 +781,4 @@ ROUTES = [
 ]
 
 __all__ = ["ROUTES", "serve_data", "check_conditions", "parse_range", "iter_data",
-           "object_headers", "object_entry", "JSON"]
+           "object_headers", "object_entry"]

@@ -41,5 +41,5 @@ def public_object(app, request: ServiceRequest, public_id: str):
 
 ROUTES = [
     Route("/public/<public_id>", public_object, ("GET", "HEAD", "PUT", "POST", "DELETE"),
-          auth="anonymous"),
+          auth=False),
 ]
