@@ -53,6 +53,14 @@ class ReadOnlyField(Forbidden):
     log_level = logging.DEBUG
 
 
+class NotPermitted(ImagefsError):
+    """Something the store cannot represent: a file at the top level (only
+    containers live there), a symlink or hard link, renaming a container."""
+
+    errno = errno.EPERM
+    log_level = logging.DEBUG
+
+
 class NotFound(ImagefsError):
     """No such account, container, object, version or image (404)."""
 
@@ -99,6 +107,12 @@ class QuotaExceeded(ImagefsError):
     """Over quota or request too large (413)."""
 
     errno = errno.EDQUOT
+
+
+class StorageFull(QuotaExceeded):
+    """The service's disk is full (507): nothing was stored; retry once space is freed."""
+
+    errno = errno.ENOSPC
 
 
 class NameTooLong(ImagefsError):

@@ -1,0 +1,84 @@
+"""The one door from trio to threads: every blocking call of the filesystem goes here.
+
+``requests`` calls, SHA-256 of 4 MiB blocks and spill-file I/O block the
+thread that runs them, so the filesystem runs them in worker threads with
+``trio.to_thread.run_sync`` and this is the only module that calls it.
+Three ``CapacityLimiter``s bound them:
+
+- ``http``: about the number of pooled connections (default 8). It also
+  bounds memory: a thread that sends a block reads it from the spill file
+  itself, so at most ``http`` blocks are in memory for uploads.
+- ``cpu``: the core count, for hashing.
+- ``disk``: spill-file reads and writes that are not part of a hash or a
+  send (a random write that bypasses the block buffers, a truncate).
+
+Rules for the callables (s3ql 5.x's rule): they get plain values and return
+plain values; they never touch the filesystem's dicts or nodes. State shared
+between tasks changes only on the trio thread, so between two ``await``s a
+task sees it unchanged. ``abandon_on_cancel`` stays False: a cancelled task
+waits for its thread, whose HTTP calls end by their own timeouts and retry
+deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import trio
+
+from imagefs.errors import ImagefsError
+
+T = TypeVar("T")
+
+
+class Workers:
+    """The limiters of one filesystem; create inside ``trio.run``."""
+
+    def __init__(self, *, http: int = 8, cpu: int | None = None, disk: int = 4) -> None:
+        self.http_limiter = trio.CapacityLimiter(max(1, http))
+        self.cpu_limiter = trio.CapacityLimiter(max(1, cpu or os.cpu_count() or 1))
+        self.disk_limiter = trio.CapacityLimiter(max(1, disk))
+
+    async def http(self, fn: Callable[..., T], *args) -> T:
+        """Run a client call (network I/O) in a thread."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.http_limiter)
+
+    async def cpu(self, fn: Callable[..., T], *args) -> T:
+        """Run CPU work (hashing, possibly with the spill read it needs) in a thread."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.cpu_limiter)
+
+    async def disk(self, fn: Callable[..., T], *args) -> T:
+        """Run spill-file I/O in a thread."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.disk_limiter)
+
+
+@contextlib.contextmanager
+def one_error() -> Iterator[None]:
+    """Around a nursery: raise its first failure itself, not an ExceptionGroup.
+
+    trio nurseries group their children's exceptions; callers of the
+    filesystem want the ``ImagefsError`` (quota, not found) that decides the
+    errno. Cancellation passes through untouched, so cancel scopes still
+    catch their own ``Cancelled``.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if group.subgroup((trio.Cancelled, KeyboardInterrupt, SystemExit)) is not None:
+            raise
+        leaves = list(_leaves(group))
+        for exc in leaves:
+            if isinstance(exc, ImagefsError):
+                raise exc from None
+        raise leaves[0] from None
+
+
+def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
