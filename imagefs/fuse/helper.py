@@ -2,7 +2,7 @@
 
 mount(8) calls a helper as ``HELPER SOURCE MOUNTPOINT [-s] [-f] [-n] [-v]
 [-o OPTS] [-t TYPE]``. Two fstab spellings reach this one (see
-docs/usage-mount.md):
+docs/usage.md):
 
 - type ``fuse`` with source ``/PATH/TO/mount.imagefs#SOURCE``: mount(8) runs
   ``mount.fuse3``, which runs ``/PATH/TO/mount.imagefs SOURCE MOUNTPOINT -o
