@@ -152,6 +152,20 @@ class Unsupported(ImagefsError):
     log_level = logging.DEBUG
 
 
+class ReadOnly(ImagefsError):
+    """A read-only entry of the mount's own: ``.versions/`` (old versions never change)."""
+
+    errno = errno.EROFS
+    log_level = logging.DEBUG
+
+
+class Busy(ImagefsError):
+    """Not now: the file is being written (its image attributes wait for the upload)."""
+
+    errno = errno.EBUSY
+    log_level = logging.DEBUG
+
+
 class NotADirectory(ImagefsError):
     errno = errno.ENOTDIR
     log_level = logging.DEBUG

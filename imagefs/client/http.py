@@ -5,7 +5,7 @@ a connection pool and 1 MiB send blocks. Every request carries the token and
 is never logged with it. ``requests`` is not allowed to decode
 ``Content-Encoding`` (kamaki stores ``gzip`` for ``.gz`` uploads; the bytes
 are the object): bodies are read from ``resp.raw`` with ``decode_content``
-off. Transient failures (5xx but 501/505, 408, 429, refused or dropped
+off. Transient failures (5xx but 501/505/507, 408, 429, refused or dropped
 connections, timeouts) are retried with exponential back-off and jitter
 until ``deadline`` seconds have passed, then ``ServiceUnavailable``.
 ``raise_for_status`` is the only status -> exception table of imagefs.
@@ -61,6 +61,7 @@ _STATUS_EXCEPTIONS: dict[int, type[errors.ImagefsError]] = {
     429: errors.Transient,
     501: errors.Unsupported,
     505: errors.Unsupported,
+    507: errors.StorageFull,
 }
 
 TRANSPORT_ERRORS = (

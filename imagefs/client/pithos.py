@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -349,30 +350,36 @@ class Pithos:
 
     def read(self, container: str, name: str, offset: int, length: int, *,
              version: int | None = None) -> bytes:
-        """Up to ``length`` bytes at ``offset`` (fewer at the end of the object)."""
-        buf = bytearray(length)
-        n = self.readinto(container, name, offset, memoryview(buf), version=version)
-        return bytes(buf) if n == length else bytes(buf[:n])
+        """Up to ``length`` bytes at ``offset`` (fewer at the end of the object).
+
+        The reply body is returned as received, without copying it again."""
+        if length <= 0:
+            return b""
+        return self._get_range(container, name, offset, length, None, version)
 
     def readinto(self, container: str, name: str, offset: int, buf: memoryview, *,
                  version: int | None = None) -> int:
         """Fill ``buf`` from ``offset`` with one ranged GET; the count read, short at the
         end of the object (0 at or past it). A dropped connection is retried."""
-        length = len(buf)
-        if length == 0:
+        if len(buf) == 0:
             return 0
+        return self._get_range(container, name, offset, len(buf), buf, version)
+
+    def _get_range(self, container: str, name: str, offset: int, length: int,
+                   buf: memoryview | None, version: int | None) -> bytes | int:
+        """One ranged GET: the bytes (``buf`` None) or the count copied into ``buf``."""
         url = self.object_url(container, name)
         params: dict[str, object] = {"format": "json"}
         if version is not None:
             params["version"] = version
 
-        def attempt() -> int:
+        def attempt() -> bytes | int:
             headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
             resp = self.http.request("GET", url, expected=(200, 206, 416), params=params,
                                      headers=headers, stream=True, retry=False)
             try:
                 if resp.status_code != 416:
-                    return _read_range(resp, offset, buf)
+                    return _read_range(resp, offset, length, buf)
                 size = _content_range(resp.headers.get("Content-Range"))[2]
             finally:
                 finish(resp)
@@ -380,41 +387,63 @@ class Pithos:
             if size is None:
                 size = self.head(container, name, version=version).size
             if offset >= size:
-                return 0
-            return self.readinto(container, name, offset, buf[: size - offset],
-                                 version=version)
+                return b"" if buf is None else 0
+            clipped = size - offset
+            return self._get_range(container, name, offset, clipped,
+                                   None if buf is None else buf[:clipped], version)
 
         return self.http.retrying(attempt, what=f"GET {container}/{name}")
 
     def download(self, container: str, name: str, fileobj: BinaryIO | str | Path, *,
-                 version: int | None = None) -> int:
+                 version: int | None = None, parallel: int = 2) -> int:
         """Write the object into ``fileobj`` (or a path); bytes written.
 
         The version is pinned from the hashmap so a concurrent overwrite cannot
         mix contents, every block is checked against its hash (Corrupted on a
-        mismatch), and a dropped connection resumes where it stopped. Memory:
-        one block.
+        mismatch), and a dropped connection resumes where it stopped. The next
+        ``parallel`` blocks are fetched and hashed in threads while one is
+        written, so receiving, hashing and writing overlap. Memory:
+        ``parallel + 1`` blocks.
         """
         if isinstance(fileobj, (str, Path)):
             with open(fileobj, "wb") as out:
-                return self.download(container, name, out, version=version)
+                return self.download(container, name, out, version=version,
+                                     parallel=parallel)
         hm = self.get_hashmap(container, name, version=version)
         pinned = version if version is not None else (hm.version or None)
         bs = hm.block_size
-        block = bytearray(bs)
-        view = memoryview(block)
-        done = 0
-        while done < hm.size:
-            index = done // bs
+        count = -(-hm.size // bs)
+
+        def fetch(index: int) -> bytes:
             want = min(bs, hm.size - index * bs)
-            got = self.readinto(container, name, index * bs, view[:want], version=pinned)
-            if got != want:
+            data = self.read(container, name, index * bs, want, version=pinned)
+            if len(data) != want:
                 raise errors.Corrupted(f"{container}/{name}: object shorter than its hashmap")
-            if block_hash(view[:want], hm.block_hash) != hm.hashes[index]:
+            if block_hash(data, hm.block_hash) != hm.hashes[index]:
                 raise errors.Corrupted(f"{container}/{name}: block {index} does not match "
                                        f"its hash")
-            fileobj.write(view[:want])
-            done += want
+            return data
+
+        if parallel <= 1 or count <= 1:
+            done = 0
+            for index in range(count):
+                data = fetch(index)
+                fileobj.write(data)
+                done += len(data)
+            return done
+        pool = self._executor(parallel)
+        ahead = {i: pool.submit(fetch, i) for i in range(min(parallel, count))}
+        done = 0
+        try:
+            for index in range(count):
+                data = ahead.pop(index).result()
+                if index + parallel < count:
+                    ahead[index + parallel] = pool.submit(fetch, index + parallel)
+                fileobj.write(data)
+                done += len(data)
+        finally:
+            for future in ahead.values():
+                future.cancel()
         return done
 
     # -- objects: writing ------------------------------------------------------------------
@@ -540,7 +569,8 @@ class Pithos:
                                    meta=meta, parallel=parallel)
         block_size, algorithm = self.block_params(container)
         reader = _BlockReader(source, block_size)
-        size, hashes = reader.hash_all(algorithm)
+        size, hashes = reader.hash_all(algorithm, self._executor(parallel) if parallel > 1
+                                       else None)
         for _round in range(4):
             result = self.put_hashmap(container, name, size, hashes, content_type=content_type,
                                       meta=meta)
@@ -561,8 +591,7 @@ class Pithos:
 
         def send(item: tuple[str, int]) -> None:
             h, index = item
-            data = reader.block(index)
-            self.post_block(container, data, hash=h)
+            self.post_block(container, reader.block(index), hash=h)
 
         if parallel <= 1 or len(todo) <= 1:
             for item in todo:
@@ -579,27 +608,62 @@ class Pithos:
 
 
 class _BlockReader:
-    """Block ``i`` of a seekable file, safely from several threads."""
+    """Block ``i`` of a seekable file, safely from several threads.
+
+    With a file descriptor, blocks are read with ``preadv`` into one buffer
+    per thread, reused for every block that thread handles: no 4 MiB object is
+    allocated per block. ``block`` returns a view of that buffer, valid until
+    the same thread reads its next block.
+    """
 
     def __init__(self, fileobj: BinaryIO, block_size: int) -> None:
         self.fileobj = fileobj
         self.block_size = block_size
         self.start = fileobj.tell()
         self._lock = threading.Lock()
+        self._local = threading.local()
         try:
             self.fd: int | None = fileobj.fileno()
         except (AttributeError, OSError, ValueError):
             self.fd = None
 
-    def block(self, index: int) -> bytes:
+    def block(self, index: int) -> bytes | memoryview:
         offset = self.start + index * self.block_size
-        if self.fd is not None:
-            return os.pread(self.fd, self.block_size, offset)
-        with self._lock:
-            self.fileobj.seek(offset)
-            return self.fileobj.read(self.block_size)
+        if self.fd is None:
+            with self._lock:
+                self.fileobj.seek(offset)
+                return self.fileobj.read(self.block_size)
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = bytearray(self.block_size)
+        view = memoryview(buf)
+        got = 0
+        while got < self.block_size:
+            n = os.preadv(self.fd, [view[got:]], offset + got)
+            if not n:
+                break
+            got += n
+        return view[:got]
 
-    def hash_all(self, algorithm: str) -> tuple[int, list[str]]:
+    def hash_all(self, algorithm: str, pool: ThreadPoolExecutor | None = None
+                 ) -> tuple[int, list[str]]:
+        """(size, block hashes) of the file from its current position; with ``pool``
+        (and a regular file) the blocks are hashed in parallel, hashlib releasing
+        the GIL."""
+        if pool is not None and self.fd is not None and stat.S_ISREG(os.fstat(self.fd).st_mode):
+            size = max(0, os.fstat(self.fd).st_size - self.start)
+            count = max(1, -(-size // self.block_size))
+
+            def one(index: int) -> tuple[str, int]:
+                data = self.block(index)
+                return block_hash(data, algorithm), len(data)
+
+            results = list(pool.map(one, range(count)))
+            expected = [min(self.block_size, size - i * self.block_size) for i in range(count)]
+            if [n for _, n in results] == expected and \
+                    os.fstat(self.fd).st_size - self.start == size:
+                return size, [h for h, _ in results]
+            log.debug("the file changed while it was hashed; hashing it again in order")
         size = 0
         hashes: list[str] = []
         index = 0
@@ -635,9 +699,10 @@ def _discard(resp: requests.Response, count: int) -> None:
         count -= len(data)
 
 
-def _read_range(resp: requests.Response, offset: int, buf: memoryview) -> int:
-    """Body of a ranged GET into ``buf``: 206 as asked, or 200 (Range ignored) skipped
-    to ``offset``."""
+def _read_range(resp: requests.Response, offset: int, length: int,
+                buf: memoryview | None) -> bytes | int:
+    """Body of a ranged GET (at most ``length`` bytes): 206 as asked, or 200 (Range
+    ignored) skipped to ``offset``. Bytes, or the count put into ``buf``."""
     total = _int(resp.headers.get("Content-Length"), -1)
     if resp.status_code == 206:
         first, last, _size = _content_range(resp.headers.get("Content-Range"))
@@ -645,14 +710,14 @@ def _read_range(resp: requests.Response, offset: int, buf: memoryview) -> int:
             raise errors.Corrupted(f"asked for bytes from {offset}, got from {first}")
         if total < 0 and first is not None and last is not None:
             total = last - first + 1
-        count = len(buf) if total < 0 else min(len(buf), total)
-        return _read_exactly(resp, buf, count)
+        count = length if total < 0 else min(length, total)
+        return _read_exactly(resp, count, buf)
     log.warning("the service ignored Range; skipping %d bytes", offset)
     if total >= 0 and offset >= total:
-        return 0
+        return b"" if buf is None else 0
     _discard(resp, offset)
-    count = len(buf) if total < 0 else min(len(buf), total - offset)
-    return _read_exactly(resp, buf, count)
+    count = length if total < 0 else min(length, total - offset)
+    return _read_exactly(resp, count, buf)
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
@@ -670,9 +735,15 @@ def _content_range(value: str | None) -> tuple[int | None, int | None, int | Non
         return None, None, None
 
 
-def _read_exactly(resp: requests.Response, buf: memoryview, count: int) -> int:
-    """Read ``count`` (capped at len(buf)) body bytes into ``buf``; a short body is
-    Transient (the connection dropped)."""
+def _read_exactly(resp: requests.Response, count: int, buf: memoryview | None) -> bytes | int:
+    """Read ``count`` body bytes: as one bytes object (``buf`` None, no extra copy) or
+    into ``buf`` (count capped at its length). A short body is Transient (the
+    connection dropped)."""
+    if buf is None:
+        data = resp.raw.read(count, decode_content=False) if count else b""
+        if len(data) < count:
+            raise errors.Transient(f"connection closed after {len(data)} of {count} bytes")
+        return data
     count = min(count, len(buf))
     got = 0
     while got < count:

@@ -41,6 +41,7 @@ from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from imagefs import errors
+from imagefs import log as imagefs_log
 from imagefs.errors import ImagefsError
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ ERROR_STATUS: dict[type[BaseException], tuple[int, str]] = {
     errors.RangeNotSatisfiable: (416, "rangeNotSatisfiable"),
     Unprocessable: (422, "unprocessableEntity"),
     errors.Unsupported: (501, "notImplemented"),
+    errors.Transient: (503, "serviceUnavailable"),
+    errors.StorageFull: (507, "insufficientStorage"),
     ImagefsError: (500, "internalServerError"),
 }
 
@@ -120,8 +123,10 @@ REASONS = {
     304: "NOT MODIFIED", 400: "BAD REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN",
     404: "NOT FOUND", 405: "METHOD NOT ALLOWED", 409: "CONFLICT", 411: "LENGTH REQUIRED",
     412: "PRECONDITION FAILED", 413: "REQUEST ENTITY TOO LARGE", 414: "REQUEST-URI TOO LONG",
-    416: "REQUESTED RANGE NOT SATISFIABLE", 422: "UNPROCESSABLE ENTITY",
+    416: "REQUESTED RANGE NOT SATISFIABLE", 417: "EXPECTATION FAILED", 422: "UNPROCESSABLE ENTITY",
+    431: "REQUEST HEADER FIELDS TOO LARGE",
     500: "INTERNAL SERVER ERROR", 501: "NOT IMPLEMENTED", 503: "SERVICE UNAVAILABLE",
+    507: "INSUFFICIENT STORAGE",
 }
 
 
@@ -139,6 +144,91 @@ def fault(status: int, key: str, message: str, details: str = "") -> Response:
 
 
 # -- requests ------------------------------------------------------------------------------------
+
+class BodyStream:
+    """``wsgi.input`` whose read failures are the client's: a 400, never a 500.
+
+    The server raises its own exceptions while a view reads the body (a
+    malformed chunk, a client gone mid-body); views only know
+    ``imagefs.errors``, so every such failure becomes ``InvalidInput``.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def _guard(self, method, *args):
+        try:
+            return method(*args)
+        except ImagefsError:
+            raise
+        except Exception as exc:
+            log.debug("request body unreadable: %s", type(exc).__name__)
+            raise errors.InvalidInput("Malformed or incomplete request body") from None
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._guard(self._stream.read, size)
+
+    def readinto(self, buf) -> int:
+        """Fill (part of) ``buf``; the server's own ``readinto`` saves copies (server.py)."""
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is not None:
+            return self._guard(readinto, buf)
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._guard(self._stream.readline, size)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return self._guard(self._stream.readlines, hint)
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_text(value: object) -> None:
+    """Raise ValueError on a string that cannot be UTF-8 (a lone ``\\ud800`` escape)."""
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+
+
+def load_json(raw: bytes, *, check_text: bool = True) -> object:
+    """Strict JSON of a request body: UTF-8, no NaN/Infinity, bounded nesting, valid text.
+
+    ``check_text=False`` skips the walk over every string, for callers that
+    validate each string themselves (the hashmap's hex digests).
+    """
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        if check_text:
+            _check_text(value)
+    except (ValueError, UnicodeError, RecursionError):
+        raise errors.InvalidInput("Invalid JSON data") from None
+    return value
+
+
+def read_body(request: ServiceRequest, limit: int) -> bytes:
+    """The whole (small) body of a request; 413 over ``limit`` bytes, read no further."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise errors.QuotaExceeded("Request body too large")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise errors.QuotaExceeded("Request body too large")
+    return data
+
 
 class Query:
     """A query string with blank values kept: ``?update&format=json`` has the flag ``update``.
@@ -244,7 +334,7 @@ class RegexConverter(BaseConverter):
 class ObjectNameConverter(BaseConverter):
     """Everything after ``/<account>/<container>/``: may hold ``/``, even a trailing one."""
 
-    regex = ".+"
+    regex = "(?s:.+)"   # newlines too: a name is any text but NUL
     part_isolating = False
 
 
@@ -303,12 +393,17 @@ class ServiceApp:
         if user is None:
             log.info("refused an unknown token from %s", request.remote_addr)
             raise errors.AuthRejected("Invalid token")
+        # A valid token is masked in every later log line of this process, wherever a
+        # client puts it (a path, a header value quoted in an error).
+        imagefs_log.register_secret(token.strip())
         self.ensure_account(user.uuid)
         return user
 
     # -- WSGI -----------------------------------------------------------------------------------
 
     def __call__(self, environ, start_response):
+        if "wsgi.input" in environ:
+            environ["wsgi.input"] = BodyStream(environ["wsgi.input"])
         request = ServiceRequest(environ)
         request.raw_headers = _take_raw_headers()
         response = self.dispatch(request)
@@ -368,8 +463,10 @@ class ServiceApp:
         if status == 403 and request.path.startswith("/image/"):
             # Plankton's "not yours" carries no message: kamaki prints "403 FORBIDDEN forbidden ()".
             message = ""
-        if status >= 500:
+        if status == 500:
             log.error("%s %s: %s", request.method, request.path, message)
+        elif status in (503, 507):         # the service's own trouble, not the client's
+            log.warning("%s %s -> %d %s", request.method, request.path, status, message)
         else:
             log.debug("%s %s -> %d %s", request.method, request.path, status, message)
         resp = fault(status, key, message, exc.detail)
@@ -397,4 +494,4 @@ def create_app(store, settings: Settings | None = None) -> ServiceApp:
 
 
 __all__ = ["create_app", "Settings", "ServiceApp", "ServiceRequest", "ERROR_STATUS",
-           "raw_headers_hook", "reply", "json_reply", "Route"]
+           "raw_headers_hook", "reply", "json_reply", "Route", "load_json", "read_body"]

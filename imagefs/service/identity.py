@@ -11,7 +11,6 @@ to the identity URL's host:port whatever the catalog says.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -19,7 +18,8 @@ from datetime import datetime, timezone
 from werkzeug.wrappers import Response
 
 from imagefs import errors
-from imagefs.service.app import Route, ServiceRequest, json_reply, reply
+from imagefs import log as imagefs_log
+from imagefs.service.app import Route, ServiceRequest, json_reply, load_json, read_body, reply
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +50,14 @@ def catalog(base: str) -> list[dict]:
 
 
 def _read_json(request: ServiceRequest) -> object | None:
-    """The JSON body, None when there is none; 400 when it is not JSON."""
+    """The JSON body, None when there is none; 400 when it is not JSON, 413 over 1 MiB."""
     length = request.content_length
     if not request.is_chunked and not length:
         return None
-    if length is not None and length > MAX_BODY:
-        raise errors.InvalidInput("Request body too large")
-    data = request.stream.read(MAX_BODY + 1)
-    if len(data) > MAX_BODY:
-        raise errors.InvalidInput("Request body too large")
+    data = read_body(request, MAX_BODY)
     if not data.strip():
         return None
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidInput("Invalid JSON data") from None
+    return load_json(data)
 
 
 def _expires() -> str:
@@ -95,6 +88,7 @@ def tokens(app, request: ServiceRequest) -> Response:
     if user is None or (claimed_uuid is not None and claimed_uuid != user.uuid):
         log.info("authentication refused for a client at %s", request.remote_addr)
         raise errors.AuthRejected("Invalid token")
+    imagefs_log.register_secret(token)     # masked in this process's log from now on
     if tenant is not None and tenant != user.uuid:
         raise errors.InvalidInput("Not conforming tenantName")
     app.ensure_account(user.uuid)

@@ -29,8 +29,8 @@ Things that look odd and are deliberate (all from api.md):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -41,15 +41,18 @@ from imagefs.protocol import names
 from imagefs.protocol.hashmap import EMPTY_HASH
 from imagefs.service.app import (
     TEXT, LengthRequired, NotAllowed, NotImplementedHere, NotModified, Route,
-    ServiceRequest, Unprocessable, json_reply, reply)
+    ServiceRequest, Unprocessable, json_reply, load_json, read_body, reply)
 
 log = logging.getLogger(__name__)
 
 ROOT = "/object-store/v1"
 #: Real Pithos refuses a single plain PUT over 5 GiB.
 MAX_UPLOAD = 5 * 1024 ** 3
-#: A hashmap body: 1 TiB of blocks is ~17 MB of JSON.
-MAX_HASHMAP_BODY = 64 * 1024 ** 2
+#: A hashmap body: 1 TiB of blocks is ~17.8 MB of JSON, parsed into ~35 MB of strings; the
+#: cap (objects up to ~1.2 TiB) bounds what one request can make a worker hold.
+MAX_HASHMAP_BODY = 20 * 1024 ** 2
+#: Serials, quotas and sizes are SQLite integers: larger numbers are refused before the query.
+MAX_INT = 2 ** 63 - 1
 MAX_LISTING = 10000
 DIRECTORY_TYPES = ("application/directory", "application/folder")
 OCTET_STREAM = "application/octet-stream"
@@ -60,7 +63,8 @@ OCTET_STREAM = "application/octet-stream"
 SYSTEM_HEADERS = ("Content-Encoding", "Content-Disposition", "X-Object-Manifest")
 SYSTEM_META = "::"
 _REPLY_PREFIXES = ("X-Account-", "X-Container-", "X-Object-", "Content-")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX64_ANY_CASE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 # -- header coding -------------------------------------------------------------------------------
@@ -219,22 +223,52 @@ def parse_range(value: str | None, size: int) -> list[tuple[int, int]] | None:
 
 def iter_data(store, hashes: list[str], size: int, offset: int, length: int,
               block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
-    """Yield ``length`` bytes of an object from ``offset``, one stored block at a time.
+    """Yield ``length`` bytes of an object from ``offset``, in pieces of its stored blocks.
 
     A stored block lacks its trailing NULs (they do not count in its hash);
-    ``read_block`` pads it back to the block's logical length.
+    ``BlockStore.pieces`` pads it back to the block's logical length.
     """
     end = offset + length
     index = offset // block_size
     pos = offset
     while pos < end:
         start = index * block_size
-        logical = min(block_size, size - start)
-        data = store.read_block(hashes[index], logical)
-        lo, hi = pos - start, min(logical, end - start)
-        yield data if (lo == 0 and hi == len(data)) else data[lo:hi]
+        hi = min(block_size, size - start, end - start)
+        yield from store.blocks.pieces(hashes[index], pos - start, hi)
         pos = start + hi
         index += 1
+
+
+def _block_file(app, request: ServiceRequest, hashes: list[str], offset: int, length: int):
+    """The block file itself, for the server to ``sendfile`` (``wsgi.file_wrapper``), when
+    the range lies in one block stored with all its bytes (no NULs to add); else None.
+
+    A ranged GET of one block is how the mount and ``Pithos.download`` read."""
+    wrapper = request.environ.get("wsgi.file_wrapper")
+    index = offset // BLOCK_SIZE
+    if wrapper is None or not hashes or (offset + length - 1) // BLOCK_SIZE != index or \
+            hashes[index] == EMPTY_HASH:
+        return None
+    f = app.store.blocks.open_block(hashes[index])
+    lo = offset - index * BLOCK_SIZE
+    try:
+        if os.fstat(f.fileno()).st_size < lo + length:
+            f.close()
+            return None
+        f.seek(lo)
+    except BaseException:
+        f.close()
+        raise
+    return wrapper(f, 1 << 20)
+
+
+def _data_body(app, request: ServiceRequest, hashes: list[str], size: int, offset: int,
+               length: int):
+    """The body of a 200 or single-range 206: a block file to sendfile, or pieces."""
+    if not hashes:
+        return b""
+    body = _block_file(app, request, hashes, offset, length)
+    return iter_data(app.store, hashes, size, offset, length) if body is None else body
 
 
 def serve_data(app, request: ServiceRequest, version, headers: dict[str, str]):
@@ -259,14 +293,14 @@ def serve_data(app, request: ServiceRequest, version, headers: dict[str, str]):
     hashes = app.store.hashes_of(version) if size and request.method != "HEAD" else []
     if ranges is None:
         headers["Content-Length"] = str(size)
-        body = iter_data(app.store, hashes, size, 0, size) if hashes else b""
+        body = _data_body(app, request, hashes, size, 0, size)
         return reply(200, body, headers=_encode(headers),
                      content_type=version.content_type or OCTET_STREAM)
     if len(ranges) == 1:
         offset, length = ranges[0]
         headers["Content-Length"] = str(length)
         headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{size}"
-        body = iter_data(app.store, hashes, size, offset, length) if hashes else b""
+        body = _data_body(app, request, hashes, size, offset, length)
         return reply(206, body, headers=_encode(headers),
                      content_type=version.content_type or OCTET_STREAM)
     boundary = secrets.token_hex(16)
@@ -312,10 +346,16 @@ class _CountingReader:
         return data
 
     def readinto(self, buf) -> int:
-        # 1 MiB pieces: gunicorn assembles each read from 8 KiB recv()s through BytesIO copies.
-        data = self.read(min(len(buf), 1 << 20))
-        buf[: len(data)] = data
-        return len(data)
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is None:
+            data = self.read(min(len(buf), 1 << 20))
+            buf[: len(data)] = data
+            return len(data)
+        n = readinto(buf)   # under gunicorn: straight from the socket (server._BodyReader)
+        self.count += n
+        if self._md5 is not None and n:
+            self._md5.update(memoryview(buf)[:n])
+        return n
 
     @property
     def md5(self) -> str:
@@ -417,7 +457,7 @@ def _policy(request: ServiceRequest) -> dict | None:
     quota = request.headers.get("X-Container-Policy-Quota")
     if quota is not None:
         quota = quota.strip()
-        if quota and (not quota.isdigit()):
+        if quota and not (quota.isascii() and quota.isdigit() and int(quota) <= MAX_INT):
             raise errors.InvalidInput("Invalid quota policy")
         policy["quota"] = quota
     project = request.headers.get("X-Container-Policy-Project")
@@ -571,10 +611,18 @@ def _version_param(request: ServiceRequest) -> int | None:
     value = request.query.get("version")
     if value in (None, ""):
         return None
+    return _serial(value, "Version does not exist")
+
+
+def _serial(value: str, message: str) -> int:
+    """A version serial from the wire; anything that cannot be one is a 404."""
     try:
-        return int(value)
+        serial = int(value)
     except ValueError:
-        raise errors.NotFound("Version does not exist") from None
+        raise errors.NotFound(message) from None
+    if not 0 <= serial <= MAX_INT:
+        raise errors.NotFound(message)
+    return serial
 
 
 def obj(app, request: ServiceRequest, account: str, container: str, name: str):
@@ -683,25 +731,28 @@ def _object_put(app, request: ServiceRequest, account: str, container: str, name
 
 
 def _read_hashmap(request: ServiceRequest) -> tuple[int, list[str]]:
-    """(bytes, hashes) of a hashmap PUT body; 400 "Invalid data formatting" if malformed."""
-    length = request.content_length
-    if length is not None and length > MAX_HASHMAP_BODY:
-        raise errors.QuotaExceeded("Hashmap too large")
-    raw = request.stream.read(MAX_HASHMAP_BODY + 1)
-    if len(raw) > MAX_HASHMAP_BODY:
-        raise errors.QuotaExceeded("Hashmap too large")
+    """(bytes, hashes) of a hashmap PUT body; 400 "Invalid data formatting" if malformed.
+
+    ``bytes`` must be a JSON integer and every hash a string of 64 hex digits;
+    the body is capped (413) so a huge list cannot exhaust a worker.
+    """
     try:
-        data = json.loads(raw)
-        size = int(data["bytes"])
-        hashes = data["hashes"]
-        if not isinstance(hashes, list) or size < 0:
-            raise TypeError
-        hashes = [h.lower() for h in hashes]
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        raw = read_body(request, MAX_HASHMAP_BODY)
+    except errors.QuotaExceeded:
+        raise errors.QuotaExceeded("Hashmap too large") from None
+    try:
+        data = load_json(raw, check_text=False)   # every string is checked as hex below
+    except errors.InvalidInput:
         raise errors.InvalidInput("Invalid data formatting") from None
-    for h in hashes:
-        if not _HEX64.match(h):
+    size = data.get("bytes") if isinstance(data, dict) else None
+    hashes = data.get("hashes") if isinstance(data, dict) else None
+    if type(size) is not int or not 0 <= size <= MAX_INT or not isinstance(hashes, list):
+        raise errors.InvalidInput("Invalid data formatting")
+    for i, h in enumerate(hashes):
+        if not isinstance(h, str) or not _HEX64_ANY_CASE.fullmatch(h):
             raise errors.InvalidInput("Invalid data formatting: bad block hash")
+        if not _HEX64.fullmatch(h):
+            hashes[i] = h.lower()
     if size == 0:
         if hashes not in ([], [EMPTY_HASH]):
             raise errors.InvalidInput("Invalid data formatting: hashes for an empty object")
@@ -731,10 +782,8 @@ def _copy_or_move(app, request: ServiceRequest, account: str, container: str, na
                               user.uuid, **kwargs)
     else:
         src_version = request.headers.get("X-Source-Version")
-        try:
-            src_version = int(src_version) if src_version not in (None, "") else None
-        except ValueError:
-            raise errors.NotFound("Source version does not exist") from None
+        src_version = _serial(src_version, "Source version does not exist") \
+            if src_version not in (None, "") else None
         v = store.copy_object(src_account, src_container, src_name, account, container, name,
                               user.uuid, src_version=src_version, **kwargs)
     return reply(201, headers=_encode({"ETag": v.hash, "X-Object-Version": str(v.serial)}))

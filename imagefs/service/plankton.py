@@ -25,7 +25,6 @@ envelope (D5) and the mapped upper-case status of HEAD (D1).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
@@ -33,7 +32,7 @@ from imagefs import errors
 from imagefs.protocol import headers as wire
 from imagefs.protocol import names
 from imagefs.service.app import NotAllowed, NotImplementedHere, Route, ServiceRequest, \
-    json_reply, reply
+    json_reply, load_json, read_body, reply
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,8 @@ CONTAINER_FORMATS = ("aki", "ari", "ami", "bare", "ovf")
 SORT_KEYS = ("id", "name", "status", "size", "disk_format", "container_format", "created_at",
              "updated_at")
 SHORT_FIELDS = ("id", "name", "status", "disk_format", "container_format", "size")
+#: The members list (PUT .../members) is the only JSON body Plankton reads.
+MAX_BODY = 1 << 20
 #: Register (POST) refuses these: the server assigns them.
 REGISTER_REFUSED = ("id", "status", "created_at", "updated_at", "deleted_at", "is_snapshot",
                     "description")
@@ -182,7 +183,7 @@ def register(app, request: ServiceRequest):
         raise errors.InvalidInput("Invalid store field")
     size = None
     if "size" in fields:
-        if not fields["size"].strip().isdigit():
+        if not re.fullmatch(r"[0-9]+", fields["size"].strip()):
             raise errors.InvalidInput("Invalid size field")
         size = int(fields["size"])
     rec = app.store.register_image(
@@ -273,12 +274,12 @@ def members(app, request: ServiceRequest, image_id: str):
         found = store.image_members(user.uuid, image_id)
         return json_reply({"members": [{"member_id": m, "can_share": False} for m in found]})
     if request.method == "PUT":
+        body = load_json(read_body(request, MAX_BODY) or b"null")
         try:
-            body = json.loads(request.stream.read(1 << 20) or b"null")
             wanted = [m["member_id"] for m in body["memberships"]]
             if not all(isinstance(m, str) and m for m in wanted):
                 raise TypeError
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (KeyError, TypeError):
             raise errors.InvalidInput("Malformed request.") from None
         store.set_members(user.uuid, image_id, wanted)
         return reply(204)

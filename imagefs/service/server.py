@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import io
 import json
 import logging
 import os
@@ -38,7 +39,11 @@ import time
 from pathlib import Path
 
 from gunicorn import glogging
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+from gunicorn.http import errors as http_errors
+from gunicorn.http.body import LengthReader
+from gunicorn.workers.gthread import ThreadWorker
 
 from imagefs import config
 from imagefs import log as imagefs_log
@@ -194,6 +199,125 @@ class _Logger(glogging.Logger):
         self.access_log.disabled = True
 
 
+#: gunicorn's HTTP parse errors -> (status, fault key, message), first match wins. The
+#: message is fixed: the exception's text may quote a whole header line, token included.
+_PARSE_FAULTS: list[tuple[type[Exception], int, str, str]] = [
+    (http_errors.ConfigurationProblem, 0, "", ""),          # ours, not the client's: a 500
+    (http_errors.LimitRequestLine, 414, "requestURITooLong", "Request line too long"),
+    (http_errors.LimitRequestHeaders, 431, "requestHeaderFieldsTooLarge",
+     "Too many or too large request headers"),
+    (http_errors.UnsupportedTransferCoding, 501, "notImplemented",
+     "Unsupported transfer coding"),
+    (http_errors.ExpectationFailed, 417, "expectationFailed", "Unsupported expectation"),
+    (http_errors.ParseException, 400, "badRequest", "Malformed HTTP request"),
+]
+
+
+class ServiceWorker(ThreadWorker):
+    """gunicorn's gthread worker, answering malformed HTTP with the app's JSON faults.
+
+    gunicorn refuses a bad request line, header or chunk before the app
+    sees it, with an HTML page and a WARNING that quotes the offending line.
+    Clients of a Synnefo API expect a JSON fault with an upper-case reason
+    phrase, and the log must never quote a header (it may be ``X-Auth-Token``).
+    """
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        for cls, status, key, message in _PARSE_FAULTS:
+            if isinstance(exc, cls):
+                break
+        else:
+            status = 0
+        if not status or isinstance(exc, (http_errors.InvalidResponseHeader,
+                                          http_errors.InvalidResponseHeaderName)):
+            super().handle_error(req, client, addr, exc)
+            return
+        log.info("refused a malformed request from %s: %s", (addr or ("?",))[0],
+                 type(exc).__name__)
+        body = json.dumps({key: {"code": status, "message": message, "details": ""}})
+        head = (f"HTTP/1.1 {status} {service_app.REASONS[status]}\r\n"
+                f"Connection: close\r\nContent-Type: {service_app.JSON}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        try:
+            gunicorn_util.write_nonblock(client, (head + body).encode("latin-1"))
+        except OSError:
+            log.debug("the fault could not be sent: the client is gone")
+
+
+class _BodyReader:
+    """gunicorn's ``wsgi.input`` plus ``readinto``: a Content-Length body goes from the
+    socket straight into the caller's buffer.
+
+    gunicorn's ``read`` passes every byte through several BytesIO buffers and
+    new bytes objects; with ``tune_malloc`` each of those is a fresh mmap (page
+    faults, zeroing), and block uploads spent more CPU there than hashing.
+    ``readinto`` takes what gunicorn already holds (``take_buffered``, the
+    surplus given back with ``unread``), else one ``recv_into`` never past the
+    body's end, and keeps ``LengthReader.length`` exact so the connection
+    stays usable. Chunked bodies, a body already partly read through ``read``,
+    or a gunicorn without these parts go through ``read`` instead.
+    """
+
+    def __init__(self, body, sock) -> None:
+        self._body = body
+        self._sock = sock
+        reader = getattr(body, "reader", None)
+        unreader = getattr(reader, "unreader", None)
+        self._direct = (sock is not None and isinstance(reader, LengthReader)
+                        and isinstance(getattr(reader, "length", None), int)
+                        and hasattr(unreader, "take_buffered") and hasattr(unreader, "unread")
+                        and isinstance(getattr(body, "buf", None), io.BytesIO))
+
+    def read(self, size=-1):
+        return self._body.read(size)
+
+    def readline(self, size=-1):
+        return self._body.readline(size)
+
+    def readlines(self, hint=-1):
+        return self._body.readlines(hint)
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf).cast("B")
+        if not self._direct or self._body.buf.tell():
+            data = self._body.read(len(view))
+            view[: len(data)] = data
+            return len(data)
+        reader = self._body.reader
+        want = min(len(view), reader.length)
+        if want <= 0:
+            return 0
+        try:
+            held = reader.unreader.take_buffered()
+            if held:
+                n = min(len(held), want)
+                view[:n] = held[:n]
+                if len(held) > n:
+                    reader.unreader.unread(held[n:])
+            else:
+                n = self._sock.recv_into(view, want)
+        except BaseException:
+            reader.failed = True    # where the next request starts is unknown now
+            raise
+        reader.length -= n
+        return n
+
+
+def _direct_body(app):
+    """The WSGI app with ``_BodyReader`` as its ``wsgi.input``."""
+
+    def wsgi(environ, start_response):
+        body = environ.get("wsgi.input")
+        if body is not None:
+            environ["wsgi.input"] = _BodyReader(body, environ.get("gunicorn.socket"))
+        return app(environ, start_response)
+
+    return wsgi
+
+
 def _pre_request(worker, req) -> None:
     service_app.raw_headers_hook(list(req.headers))
 
@@ -220,12 +344,15 @@ class ServiceApplication(BaseApplication):
             "bind": [bind],
             "workers": self.workers,
             "threads": self.threads,
-            "worker_class": "gthread",
+            "worker_class": ServiceWorker,   # gthread, with JSON faults for bad HTTP
             "keepalive": 75,             # kamaki pools connections; don't drop them under it
             "timeout": 120,
             "graceful_timeout": 10,
             "header_map": "dangerous",   # keep X-Object-Meta-image_os & co. (api.md §3.7)
-            "limit_request_line": 0,     # 1024-char UTF-8 names percent-encoded exceed 4 KiB
+            # gunicorn's largest finite limit: a 1024-character name of 1- or 2-byte UTF-8
+            # fits percent-encoded (4 KiB, the default, does not). 0 would mean unlimited,
+            # and its parser re-copies the line per 8 KiB read: a long line eats memory and CPU.
+            "limit_request_line": 8190,
             "limit_request_fields": 400,
             "limit_request_field_size": 16384,
             "logger_class": _Logger,
@@ -248,7 +375,7 @@ class ServiceApplication(BaseApplication):
             stop = threading.Event()
             threading.Thread(target=gc_loop, name="gc", daemon=True,
                              args=(store, self.data_dir, self.gc_interval, stop)).start()
-        return service_app.create_app(store, self.settings)
+        return _direct_body(service_app.create_app(store, self.settings))
 
     def _when_ready(self, server) -> None:
         host, port = server.LISTENERS[0].sock.getsockname()[:2]

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from imagefs.errors import ImagefsError, Transient
+from imagefs.errors import ImagefsError, StorageFull, Transient
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +348,12 @@ class Database:
         try:
             yield Tx(conn)
             conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            _reset(conn)
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL:
+                log.warning("the database %s is on a full disk", self.path)
+                raise StorageFull("No space left on the service's disk") from exc
+            raise
         except BaseException:
             _reset(conn)
             raise

@@ -7,10 +7,11 @@ about HTTP: names arrive decoded, metadata keys arrive normalised (§3.7), and
 the caller turns the exceptions into statuses.
 
 Every mutation is one write transaction; the blocks a new version references
-must already be stored (``Store.put_block``), and they are checked again
+must already be stored (``Store.put_block``); ``put_object`` makes them
+durable (``BlockStore.seal``) before taking the lock and checks them again
 inside the transaction, which ``gc`` also holds while it deletes, so a
-committed version never lacks a block. Reads run in one read transaction each,
-so a returned ``Version`` is a consistent snapshot.
+committed version never lacks a block, even after a power cut. Reads run in
+one read transaction each, so a returned ``Version`` is a consistent snapshot.
 """
 
 from __future__ import annotations
@@ -935,7 +936,8 @@ class ObjectsMixin:
             raise Forbidden("only the owner can change sharing or publishing")
 
     def _check_blocks(self, hashes: list[str]) -> None:
-        missing = self.blocks.missing(hashes)
+        """MissingBlocks unless every block is stored; makes the pending ones durable."""
+        missing = self.blocks.seal(hashes)
         if missing:
             raise MissingBlocks(missing)
 
