@@ -21,13 +21,19 @@ fetched from the service until a read or a partial write needs the rest of a
 block ("materialize"): a sequential overwrite never downloads, writing 4 KiB
 into the middle of a 1 GiB object fetches (and later re-sends) one block.
 
-Memory stays flat: a block gets a pooled buffer only when its first write
-starts at the block's start (a sequential writer) and the pool has one free;
+Memory stays flat: a block gets a pooled buffer (``BufferPool``) only when
+its first write starts at the block's start (a sequential writer);
 otherwise writes go straight to the spill file, a sparse file in
 ``cache_dir/spill``. When a block's ``cov`` spans a full block it is
 "sealed" in the background: one thread hop writes the buffer to the spill
-file and hashes it, and the buffer returns to the pool. ``close()`` then
-starts from the blocks still unhashed, usually the last one.
+file and hashes it, and the buffer goes on to ``upload.Sender``, which
+sends the block to the service while the file is still being written and
+then gives the buffer back. A writer that finds the pool empty waits for a
+buffer while some are out in that pipeline (so a fast writer runs at the
+speed of the upload, with memory bounded by the pool); only when every
+buffer sits in a partly written block does it write to the spill file
+instead. ``close()`` then starts from the blocks still unhashed, usually
+the last one, and usually finds every other block on the service already.
 
 Invariants between awaits (all state changes on the trio thread):
 
@@ -55,6 +61,7 @@ from pathlib import Path
 import trio
 
 from imagefs import errors
+from imagefs.fs import upload
 from imagefs.fs.blocking import Workers, one_error
 from imagefs.protocol.hashmap import block_count, block_hash
 
@@ -116,6 +123,9 @@ class BufferPool:
 
     Allocating a fresh 4 MiB object per block costs more than hashing it
     (perf-baseline.md §5); reused buffers cost one slice assignment per write.
+    ``lent`` counts the buffers out in background work (a full block being
+    hashed, a block being sent): they come back without any writer's help,
+    so a writer may wait for one (``take_waiting``).
     """
 
     def __init__(self, block_size: int, count: int) -> None:
@@ -123,6 +133,8 @@ class BufferPool:
         self.count = count
         self._free: list[bytearray] = []
         self._made = 0
+        self.lent = 0
+        self._given = trio.Event()
         self.zeros = bytes(block_size)
 
     def take(self) -> bytearray | None:
@@ -134,8 +146,21 @@ class BufferPool:
             return bytearray(self.block_size)
         return None
 
-    def give(self, buf: bytearray) -> None:
+    async def take_waiting(self) -> bytearray | None:
+        """A buffer; while none is free but some are lent, wait for one to come back.
+        None only when every buffer sits in a partly written block."""
+        while True:
+            buf = self.take()
+            if buf is not None or self.lent == 0:
+                return buf
+            await self._given.wait()
+
+    def give(self, buf: bytearray, *, lent: bool = False) -> None:
+        if lent:
+            self.lent -= 1
         self._free.append(buf)
+        self._given.set()
+        self._given = trio.Event()
 
     @property
     def in_use(self) -> int:
@@ -207,7 +232,7 @@ class Source:
 
 
 class Block:
-    __slots__ = ("base_len", "cov", "buf", "hash", "lock", "written", "sealing")
+    __slots__ = ("base_len", "cov", "buf", "hash", "lock", "written", "sealing", "lent")
 
     def __init__(self, base_len: int) -> None:
         self.base_len = base_len
@@ -217,6 +242,7 @@ class Block:
         self.lock = trio.Lock()
         self.written = False  # content differs from the source block (or may)
         self.sealing = False  # a background seal is queued or running
+        self.lent = False  # ``buf`` counts in ``BufferPool.lent`` (it is being sealed)
 
 
 class OpenFile:
@@ -251,6 +277,10 @@ class OpenFile:
         self.committing: trio.Event | None = None  # set when the running upload ends
         self.upload = None  # upload.Progress while an upload runs
         self.error: BaseException | None = None  # why the last upload failed
+        #: Where the file will be stored, (container, key), or None once it never will
+        #: be (unlinked); the filesystem sets it. Blocks go out early only if known.
+        self.target: Callable[[], tuple[str, str] | None] | None = None
+        self.sender = upload.Sender(self)
         self._fd: int | None = None
         self._tasks = 0
         self._idle = trio.Event()
@@ -359,7 +389,7 @@ class OpenFile:
                 blk.hash = None
                 blk.written = True
                 if blk.buf is None and not blk.cov and a == 0:
-                    blk.buf = self.pool.take()
+                    blk.buf = await self.pool.take_waiting()
                 if blk.buf is not None:
                     blk.buf[a:b] = chunk
                 else:
@@ -370,6 +400,9 @@ class OpenFile:
             break
         if full and not blk.sealing:
             blk.sealing = True
+            if blk.buf is not None and not blk.lent:
+                blk.lent = True
+                self.pool.lent += 1
             self._start_task(self._seal_background, i, blk)
 
     def _start_task(self, fn, *args) -> None:
@@ -393,6 +426,17 @@ class OpenFile:
                       exc)
         finally:
             blk.sealing = False
+            if blk.lent:  # the seal failed with the buffer still in the block
+                blk.lent = False
+                self.pool.lent -= 1
+
+    def _release(self, blk: Block) -> None:
+        """Give the block's buffer back to the pool (the caller holds ``blk.lock`` or
+        the block is gone)."""
+        if blk.buf is not None:
+            self.pool.give(blk.buf, lent=blk.lent)
+            blk.buf = None
+            blk.lent = False
 
     async def truncate(self, size: int) -> None:
         async with self._mutation():
@@ -408,9 +452,7 @@ class OpenFile:
             async with blk.lock:
                 if self.blocks.get(i) is blk:
                     del self.blocks[i]
-                    if blk.buf is not None:
-                        self.pool.give(blk.buf)
-                        blk.buf = None
+                    self._release(blk)
         if size % self.bs:
             length = size - last * self.bs
             blk = self._block(last)
@@ -525,12 +567,15 @@ class OpenFile:
                 digest = await self.workers.cpu(_seal_buffer, fd, view, i * self.bs,
                                                 self.algorithm)
                 view.release()
-                self.pool.give(blk.buf)
-                blk.buf = None
+                buf, lent = blk.buf, blk.lent
+                blk.buf, blk.lent = None, False
+                blk.hash = digest
+                self.sender.offer(i, digest, length, buf, lent)
             else:
                 digest = await self.workers.cpu(_hash_spill, self._spill(), i * self.bs, length,
                                                 self.algorithm)
-            blk.hash = digest
+                blk.hash = digest
+                self.sender.offer(i, digest, length, None, False)
             return digest
 
     async def source_hashes(self) -> list[str]:
@@ -614,11 +659,24 @@ class OpenFile:
                 if blk.buf is not None:
                     await self.workers.disk(_pwrite_all, self._spill(),
                                             memoryview(blk.buf)[:length], i * self.bs)
-                    self.pool.give(blk.buf)
-                    blk.buf = None
+                    self._release(blk)
             fd = self._spill()
             await self.workers.http(self._post_block, container, fd, i * self.bs, length,
                                     expected)
+            return length
+
+    async def send_sealed(self, i: int, container: str, digest: str) -> int:
+        """Upload block ``i`` from the spill file if its content still hashes to
+        ``digest`` (the early sender's way for blocks it holds no buffer of); bytes sent."""
+        blk = self.blocks.get(i)
+        if blk is None:
+            return 0
+        async with blk.lock:
+            if self.blocks.get(i) is not blk or blk.hash != digest or blk.buf is not None:
+                return 0
+            length = self.block_len(i)
+            await self.workers.http(self._post_block, container, self._spill(), i * self.bs,
+                                    length, digest)
             return length
 
     def _post_block(self, container: str, fd: int, offset: int, length: int,
@@ -664,11 +722,10 @@ class OpenFile:
     async def close(self) -> None:
         """Wait for background hashing, give buffers back, remove the spill file."""
         with trio.CancelScope(shield=True):
+            self.sender.stop()
             await self._idle.wait()
             for blk in self.blocks.values():
-                if blk.buf is not None:
-                    self.pool.give(blk.buf)
-                    blk.buf = None
+                self._release(blk)
             self.blocks.clear()
             self._closed = True
             if self._fd is not None:

@@ -13,6 +13,9 @@ Where things live:
   blocks, hashing while writing);
 - ``upload``: storing an ``OpenFile`` with the hashmap protocol;
 - ``readahead.Reader``: reads of stored objects;
+- ``registry.Registry``: images: what a sidecar ``X.meta`` shows and what
+  writing it registers, ``user.image.*``, the catalog ``.images/`` and the
+  old versions in ``.versions/`` (the filesystem routes, the registry decides);
 - ``blocking.Workers``: every blocking call (HTTP, hashing, disk) runs
   there, in threads.
 
@@ -42,6 +45,7 @@ for a running upload of what they touch.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import errno
 import functools
 import itertools
@@ -57,12 +61,14 @@ from pathlib import Path
 
 import trio
 
-from imagefs import errors
+from imagefs import BLOCK_HASH, BLOCK_SIZE, errors
 from imagefs.client.models import AccountInfo, ContainerInfo, ObjectInfo, Subdir
 from imagefs.config import make_private_dir
 from imagefs.fs.blocking import Workers
+from imagefs.fs.catalog import VersionEntry
 from imagefs.fs.files import BufferPool, OpenFile, Source
 from imagefs.fs.readahead import Reader
+from imagefs.fs.registry import Registry, SidecarView
 from imagefs.fs.tree import (
     MTIME_KEY,
     Attr,
@@ -79,7 +85,7 @@ from imagefs.fs.tree import (
     split,
 )
 from imagefs.fs.upload import Progress, upload
-from imagefs.image import sidecar
+from imagefs.image import metafile, sidecar
 from imagefs.image import xattrs as X
 from imagefs.protocol.names import check_container_name, check_object_name
 
@@ -110,6 +116,45 @@ class StatFs:
     name_max: int = 255
 
 
+class _Exists:
+    """A directory entry whose object exists, attributes unknown (a HEAD says them)."""
+
+    def __repr__(self) -> str:
+        return "EXISTS"
+
+
+#: The registry stores sidecars straight to the store, and a sidecar that no object
+#: holds is listed because a registration shows it: either way the listing knows the
+#: name, not the attributes.
+EXISTS = _Exists()
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+class Place(enum.Enum):
+    """The mount's own entries, which no object holds (behaviour.md §5)."""
+
+    IMAGES = "images"  # the catalog directory .images at the top
+    CATALOG = "catalog"  # .images/ID.meta
+    VERSIONS = "versions"  # DIR/.versions in every directory of a container
+    VERSION = "version"  # DIR/.versions/NAME@VERSION
+
+
+def place_of(path: str) -> Place | None:
+    """Which of the mount's own entries ``path`` is, if any. The names are reserved
+    (never stored), so the path alone decides."""
+    if sidecar.IMAGES_DIR not in path and sidecar.VERSIONS_DIR not in path:
+        return None
+    parts = path.split("/")
+    if parts[0] == sidecar.IMAGES_DIR:
+        return Place.IMAGES if len(parts) == 1 else Place.CATALOG
+    if sidecar.VERSIONS_DIR in parts[1:]:
+        return Place.VERSIONS if parts[-1] == sidecar.VERSIONS_DIR else Place.VERSION
+    return None
+
+
 @dataclass
 class Handle:
     """One open file descriptor family (what the kernel calls a file handle)."""
@@ -118,6 +163,8 @@ class Handle:
     writable: bool
     source: Source | None = None  # read-only: the version seen at open
     reader: Reader | None = None
+    content: bytes | None = None  # read-only: a sidecar or catalog entry as seen at open
+    direct_io: bool = False  # content that changes without a write through the mount
 
 
 @dataclass
@@ -126,6 +173,9 @@ class DirHandle:
     entries: list[tuple[str, Entry]]
     expires: float
     batch: object = None
+    #: Sidecars, catalog and version entries: what stat shows instead of the object's
+    #: attributes (size, mtime in ns).
+    shown: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
 
 class MetaBatch:
@@ -193,6 +243,7 @@ class Filesystem:
         self.buffers = buffers
         self.tree = Tree()
         self.workers: Workers | None = None  # type: ignore[assignment]
+        self.registry: Registry | None = None  # type: ignore[assignment]
         self.handles: dict[int, Handle] = {}
         self.dirs: dict[int, DirHandle] = {}
         self._fh = itertools.count(1)
@@ -217,6 +268,7 @@ class Filesystem:
     async def start(self) -> None:
         """Create the limiters and the background nursery (inside trio)."""
         self.workers = Workers(http=self.http_threads)
+        self.registry = Registry(self.conn, self.workers, cache_timeout=self.cache_timeout)
         self._commits_idle = trio.Event()
         self._commits_idle.set()
         make_private_dir(self.spill_dir)
@@ -313,6 +365,10 @@ class Filesystem:
     def _expiry(self) -> float:
         return self.tree.clock() + self.cache_timeout
 
+    def _local_at(self, path: str) -> bool:
+        node = self.tree.at(path)
+        return node is not None and self._local(node)
+
     def _local(self, node: Node) -> bool:
         """True if the mount, not the service, knows this file's content best."""
         of = node.openfile
@@ -366,6 +422,13 @@ class Filesystem:
     # -- attributes ---------------------------------------------------------------------
 
     def _attr(self, node: Node) -> Attr:
+        attr = self._base_attr(node)
+        if node.kind is Kind.FILE and (sidecar.is_sidecar(node.name) or
+                                       place_of(node.path) is not None):
+            attr.attr_timeout = 0  # shown from a registration that changes without a write
+        return attr
+
+    def _base_attr(self, node: Node) -> Attr:
         if node.kind is Kind.FILE:
             of = node.openfile
             if of is not None and self._local(node):
@@ -389,7 +452,7 @@ class Filesystem:
             return node
         node = self.tree.bind(path, entry.kind)
         if expires >= node.expires or node.info is None:
-            node.remember(entry.info, expires)
+            node.remember(None if entry.info is EXISTS else entry.info, expires)
             if entry.kind is Kind.DIR:
                 node.marker = entry.marker
             if entry.kind is Kind.FILE:
@@ -420,9 +483,33 @@ class Filesystem:
             raise errors.InvalidInput(f"invalid name {name!r}")
 
     async def _child(self, parent: Node, name: str) -> Node:
-        """The node named ``name`` in directory ``parent``; NotFound if none."""
+        """The node named ``name`` in directory ``parent``; NotFound if none.
+
+        Besides stored objects: the mount's own ``.images`` and ``.versions``
+        (never listed, always reachable) and their entries, and a sidecar
+        ``X.meta`` that no object holds but a registration (or a refused text)
+        shows.
+        """
         if not parent.kind.is_dir:
             raise errors.NotADirectory(f"/{parent.path} is not a directory")
+        if name not in (".", ".."):
+            place = place_of(parent.path)
+            if place is not None:
+                return await self._own_child(parent, place, name)
+            if (name == sidecar.IMAGES_DIR and parent.kind is Kind.ROOT) or \
+                    (name == sidecar.VERSIONS_DIR and parent.kind in (Kind.CONTAINER, Kind.DIR)):
+                return self._own_dir(join(parent.path, name))
+        try:
+            return await self._stored_child(parent, name)
+        except errors.NotFound:
+            if parent.kind is Kind.ROOT or not sidecar.is_sidecar(name):
+                raise
+            node = await self._shown_sidecar(join(parent.path, name))
+            if node is None:
+                raise
+            return node
+
+    async def _stored_child(self, parent: Node, name: str) -> Node:
         if name == ".":
             return parent
         if name == "..":
@@ -477,13 +564,159 @@ class Filesystem:
             raise errors.NotFound(f"/{node.path} is no longer a file")
         node.remember(info, self._expiry())
 
+    # -- images: sidecars, .images/, .versions/ ---------------------------------------
+    #
+    # A sidecar X.meta shows the registration of X (or a refused text) when there
+    # is one, else the stored object X.meta is an ordinary file; either way,
+    # closing it after a write hands the text to the registry, which registers
+    # and stores the metafile itself. .images and .versions are the mount's own:
+    # no object holds them, their paths say what they are (``place_of``).
+
+    @staticmethod
+    def _is_sidecar(node: Node) -> bool:
+        return node.kind is Kind.FILE and bool(node.key) and sidecar.is_sidecar(node.name) \
+            and place_of(node.path) is None
+
+    def _is_view_file(self, node: Node) -> bool:
+        """A file whose text the registry keeps: a sidecar or a catalog entry."""
+        return node.kind is Kind.FILE and (
+            self._is_sidecar(node) or place_of(node.path) is Place.CATALOG)
+
+    def _image_info(self, sidecar_path: str) -> ObjectInfo | None:
+        """What is cached about the image file of a sidecar (its uuid finds the image)."""
+        path = sidecar_path[: -len(sidecar.SUFFIX)]
+        node = self.tree.at(path)
+        info = node.info if node is not None and node.kind is Kind.FILE else None
+        if not isinstance(info, ObjectInfo):
+            listing = self.tree.listing(parent_of(path))
+            entry = listing.entries.get(path.rpartition("/")[2]) if listing else None
+            info = entry.info if entry is not None else None
+        return info if isinstance(info, ObjectInfo) and not info.is_directory else None
+
+    async def _sidecar_view(self, node: Node) -> SidecarView | None:
+        return await self.registry.sidecar_view(node.container, node.key,
+                                                self._image_info(node.path))
+
+    async def _shown_sidecar(self, path: str) -> Node | None:
+        """The node of a sidecar that no object holds, if a registration shows it."""
+        container, key = split(path)
+        view = await self.registry.sidecar_view(container, key, self._image_info(path))
+        node = self.tree.at(path)
+        if view is None:
+            if node is not None and node.handles == 0 and not self._local(node):
+                self.tree.detach(node)
+            return None
+        if node is None or node.kind is not Kind.FILE:
+            node = self.tree.bind(path, Kind.FILE)
+        if not self._local(node):
+            node.stored = True
+            node.remember(None, self._expiry())
+        return node
+
+    def _own_dir(self, path: str) -> Node:
+        node = self.tree.at(path)
+        if node is None or node.kind is not Kind.DIR:
+            node = self.tree.bind(path, Kind.DIR)
+        return node
+
+    def _own_file(self, path: str) -> Node:
+        node = self.tree.at(path)
+        if node is None or node.kind is not Kind.FILE:
+            node = self.tree.bind(path, Kind.FILE)
+        node.stored = True
+        return node
+
+    @staticmethod
+    def _versions_of(node: Node) -> tuple[str, str]:
+        """(container, directory) whose versions ``node`` (a .versions dir or entry) shows."""
+        key = node.key
+        if place_of(node.path) is Place.VERSION:
+            key = parent_of(key)
+        return node.container, parent_of(key)
+
+    async def _own_child(self, parent: Node, place: Place, name: str) -> Node:
+        path = join(parent.path, name)
+        self._check_name(parent, name)
+        if place is Place.IMAGES:
+            await self.registry.catalog_view(name)  # NotFound unless the user sees the image
+            return self._own_file(path)
+        container, directory = self._versions_of(parent)
+        entry = await self.registry.version_lookup(container, directory, name)
+        node = self._own_file(path)
+        node.remember(entry, self._expiry())
+        return node
+
+    def _refuse_own(self, path: str, what: str) -> None:
+        """Raise if ``path`` is one of the mount's own entries (or inside one)."""
+        place = place_of(path)
+        if place in (Place.IMAGES, Place.CATALOG):
+            raise errors.Forbidden(f"/{path}: {what}: .images lists the images you can see; "
+                                   "unregister with rm, change with setfattr or by writing "
+                                   "the entry")
+        if place is not None:
+            raise errors.ReadOnly(f"/{path}: {what}: earlier versions cannot be changed")
+
+    async def _show(self, node: Node) -> Attr | None:
+        """Attributes of a sidecar (from the registration it shows) or of the mount's
+        own entries; for any other node what is cached (``_attr``). None: a sidecar
+        that shows a stored object, whose attributes need the usual refresh."""
+        place = place_of(node.path)
+        if node.kind.is_dir or self._local(node):
+            return self._attr(node)
+        if place is None and not self._is_sidecar(node):
+            return self._attr(node) if isinstance(node.info, ObjectInfo) else None
+        if place is Place.VERSION:
+            entry = node.info
+            if not isinstance(entry, VersionEntry):
+                container, directory = self._versions_of(node)
+                entry = await self.registry.version_lookup(container, directory, node.name)
+                node.remember(entry, self._expiry())
+            return Attr(node.ino, Kind.FILE, entry.size, _ns(entry.mtime))
+        if place is Place.CATALOG:
+            try:
+                view = await self.registry.catalog_view(node.name)
+            except errors.NotFound:
+                if node.handles == 0:
+                    self.tree.detach(node)
+                raise
+        else:
+            view = await self._sidecar_view(node)
+            if view is None:
+                if node.info is None or not node.fresh(self.tree.clock()):
+                    return None  # the stored object: the caller refreshes it
+                return self._attr(node)
+        return Attr(node.ino, Kind.FILE, len(view.content), _ns(view.mtime), 0)
+
+    def _invalidate(self, path: str) -> None:
+        """Tell the kernel to forget its entry for ``path`` (it changed behind its back)."""
+        parent = self.tree.at(parent_of(path))
+        if parent is not None and self.invalidate_entry is not None:
+            self.invalidate_entry(parent.ino, path.rpartition("/")[2])
+
+    def _sidecar_changed(self, path: str, *, kernel: bool = False) -> None:
+        """The registration shown at sidecar ``path`` may have appeared, changed or gone."""
+        node = self.tree.at(path)
+        if node is not None and not self._local(node):
+            node.expires = 0.0
+        self.tree.forget_missing(path)
+        if kernel:
+            self._invalidate(path)
+
     # -- lookups and attributes --------------------------------------------------------
 
     async def lookup(self, parent_ino: int, name: str) -> Attr:
         """Resolve ``name``; counts one kernel reference."""
         node = await self._child(self.tree.get(parent_ino), name)
         node.lookups += 1  # every successful lookup reply counts, "." and ".." too
-        return self._attr(node)
+        try:
+            attr = await self._show(node)
+            if attr is None:
+                attr = await self.getattr(node.ino)
+        except BaseException:
+            node.lookups -= 1
+            self.tree.drop_if_unused(node)
+            raise
+        return attr
 
     def forget(self, items: list[tuple[int, int]]) -> None:
         for ino, count in items:
@@ -491,6 +724,10 @@ class Filesystem:
 
     async def getattr(self, ino: int) -> Attr:
         node = self.tree.get(ino)
+        if self._is_view_file(node) or place_of(node.path) is not None:
+            shown = await self._show(node)
+            if shown is not None:
+                return shown
         if node.kind is Kind.FILE and not node.unlinked and not self._local(node):
             info = node.info
             stale = not node.fresh(self.tree.clock())
@@ -503,23 +740,27 @@ class Filesystem:
         """truncate and utimens; mode and owner are accepted and ignored (they cannot be
         stored), so ``cp -p`` and ``shutil.copy2`` succeed quietly."""
         node = self.tree.get(ino)
+        if (size is not None or mtime_ns is not None) and \
+                place_of(node.path) in (Place.VERSION, Place.VERSIONS):
+            self._refuse_own(node.path, "cannot be changed")
         if size is not None:
             if node.kind.is_dir:
                 raise errors.IsADirectory(f"/{node.path} is a directory")
             await self._truncate(node, size, mtime_ns)
         if mtime_ns is not None and node.kind is Kind.FILE:
             await self._set_mtime(node, mtime_ns)
-        return self._attr(node)
+        return await self._show(node) or self._attr(node)
 
     async def _truncate(self, node: Node, size: int, mtime_ns: int | None) -> None:
         of = node.openfile
         if of is not None:
             await of.truncate(size)
             return
-        if isinstance(node.info, ObjectInfo) and node.info.size == size:
+        if isinstance(node.info, ObjectInfo) and node.info.size == size and \
+                not self._is_view_file(node):
             return
         # truncate(2) of a file nobody has open: store the result at once.
-        of = await self._writable(node)
+        of = await self._writable_any(node)
         try:
             await of.truncate(size)
             if mtime_ns is not None:
@@ -534,6 +775,10 @@ class Filesystem:
         if of is not None and (of.dirty or not node.stored):
             of.set_mtime(mtime_ns)  # stored by the upload at close
             return
+        if self._is_view_file(node):
+            # A registration shows its own time (cp -p of a sidecar succeeds quietly).
+            if place_of(node.path) is Place.CATALOG or await self._sidecar_view(node):
+                return
         if node.unlinked or not node.stored:
             return
         value = format_mtime(mtime_ns)
@@ -544,7 +789,7 @@ class Filesystem:
             meta = dict(info.meta) if info.meta is not None else None
             if meta is not None:
                 meta[MTIME_KEY] = value
-            node.remember(dataclasses.replace(info, meta=meta), node.expires)
+            self._changed_info(node, dataclasses.replace(info, meta=meta))
             if meta is None:
                 node.expires = 0.0  # the next getattr fetches the stored value
         if of is not None:
@@ -552,22 +797,76 @@ class Filesystem:
             if of.meta is not None:
                 of.meta[MTIME_KEY] = value
 
+    def _changed_info(self, node: Node, info: ObjectInfo) -> None:
+        """Our own change of a stored file's metadata: the node and its parent's cached
+        listing both say it (a readdir would otherwise bring the old one back)."""
+        node.remember(info, node.expires)
+        self.tree.listed(node.path, Entry(Kind.FILE, info))
+
     # -- directories --------------------------------------------------------------------
 
     async def opendir(self, ino: int) -> int:
         node = self.tree.get(ino)
         if not node.kind.is_dir:
             raise errors.NotADirectory(f"/{node.path} is not a directory")
-        listing = await self._listing(node)
-        entries = dict(listing.entries)
-        for other in self._open_nodes:
-            if not other.unlinked and parent_of(other.path) == node.path and other.path and \
-                    other.name not in entries:
-                entries[other.name] = Entry(Kind.FILE)
+        place = place_of(node.path)
+        shown: dict[str, tuple[int, int]] = {}
+        if place is not None:
+            entries = await self._own_entries(node, place, shown)
+            expires, batch = self._expiry(), None
+        else:
+            listing = await self._listing(node)
+            entries = dict(listing.entries)
+            expires, batch = listing.expires, listing.batch
+            for other in self._open_nodes:
+                if not other.unlinked and parent_of(other.path) == node.path and \
+                        other.path and other.name not in entries:
+                    entries[other.name] = Entry(Kind.FILE)
+            if node.kind is not Kind.ROOT:
+                await self._add_sidecars(node, entries, shown)
         fh = next(self._fh)
-        self.dirs[fh] = DirHandle(node, list(entries.items()), listing.expires, listing.batch)
+        self.dirs[fh] = DirHandle(node, list(entries.items()), expires, batch, shown)
         node.handles += 1
         return fh
+
+    async def _add_sidecars(self, node: Node, entries: dict[str, Entry],
+                            shown: dict[str, tuple[int, int]]) -> None:
+        """A registered file always shows its sidecar, and every sidecar shows the
+        registration's size and time. One image listing per cache period, shared."""
+        container = node.container
+        prefix = node.key + "/" if node.key else ""
+        await self.registry.refresh()
+        for name, entry in list(entries.items()):
+            side = name + sidecar.SUFFIX
+            if entry.kind is Kind.FILE and side not in entries:
+                info = entry.info if isinstance(entry.info, ObjectInfo) else None
+                if await self.registry.sidecar_visible(container, prefix + name, info):
+                    entries[side] = Entry(Kind.FILE, EXISTS)
+        for key in self.registry.kept_sidecars(container, node.key):
+            entries.setdefault(key.rpartition("/")[2], Entry(Kind.FILE, EXISTS))
+        for name, entry in entries.items():
+            if entry.kind is Kind.FILE and sidecar.is_sidecar(name):
+                path = join(node.path, name)
+                view = await self.registry.sidecar_view(container, prefix + name,
+                                                        self._image_info(path))
+                if view is not None:
+                    shown[name] = (len(view.content), _ns(view.mtime))
+
+    async def _own_entries(self, node: Node, place: Place,
+                           shown: dict[str, tuple[int, int]]) -> dict[str, Entry]:
+        """The listing of .images/ or a .versions/ directory."""
+        entries: dict[str, Entry] = {}
+        if place is Place.IMAGES:
+            for name, _image in await self.registry.catalog():
+                view = await self.registry.catalog_view(name)
+                entries[name] = Entry(Kind.FILE, EXISTS)
+                shown[name] = (len(view.content), _ns(view.mtime))
+        else:
+            container, directory = self._versions_of(node)
+            for version in await self.registry.versions(container, directory):
+                entries[version.entry] = Entry(Kind.FILE, version)
+                shown[version.entry] = (version.size, _ns(version.mtime))
+        return entries
 
     async def _listing(self, node: Node) -> Listing:
         listing = self.tree.listing(node.path)
@@ -629,12 +928,20 @@ class Filesystem:
                 node = self.tree.at(path)  # a local file not in the listing
                 if node is None:
                     continue
+            elif entry.info is EXISTS or isinstance(entry.info, VersionEntry):
+                node = self._own_file(path) if not self._local_at(path) else self.tree.at(path)
+                if not self._local(node) and not isinstance(node.info, ObjectInfo):
+                    node.remember(None if entry.info is EXISTS else entry.info, handle.expires)
             else:
                 node = self._bind(path, entry, handle.expires)
                 if entry.kind is Kind.FILE and isinstance(entry.info, ObjectInfo) and \
                         entry.info.meta is None and handle.batch is not None:
                     node.batch = handle.batch
-            if not reply(name, self._attr(node), index + 1):
+            attr = self._attr(node)
+            size_mtime = handle.shown.get(name)
+            if size_mtime is not None and not self._local(node):
+                attr = Attr(node.ino, Kind.FILE, size_mtime[0], size_mtime[1], 0)
+            if not reply(name, attr, index + 1):
                 self.tree.drop_if_unused(node)
                 return
             node.lookups += 1
@@ -651,6 +958,7 @@ class Filesystem:
             raise errors.NotADirectory(f"/{parent.path} is not a directory")
         self._check_name(parent, name)
         path = join(parent.path, name)
+        self._refuse_own(path, "cannot create")
         if sidecar.is_reserved(name):
             raise errors.Forbidden(f"/{path}: the name is reserved by the mount")
         if parent.kind is Kind.ROOT:
@@ -703,6 +1011,7 @@ class Filesystem:
             raise errors.NotADirectory(f"/{node.path} is not a directory")
         if node.kind is Kind.ROOT or name in (".", ".."):
             raise errors.InvalidInput("cannot remove . or ..")
+        self._refuse_own(node.path, "cannot be removed")
         await self._check_empty(node)
         if node.kind is Kind.CONTAINER:
             await self.workers.http(self.pithos.delete_container, node.container)
@@ -758,6 +1067,8 @@ class Filesystem:
                       spill_name=f"{self._spill_tag}-{next(self._spill_names)}.spill",
                       block_size=block_size, algorithm=algorithm, source=source, meta=meta,
                       content_type=content_type, mtime_ns=mtime_ns)
+        # Blocks go out before close, except for texts the registry keeps (sidecars).
+        of.target = lambda: None if self._is_view_file(node) else (node.container, node.key)
         node.openfile = of
         self._open_nodes.add(node)
         return of
@@ -770,6 +1081,7 @@ class Filesystem:
             raise errors.NotADirectory(f"/{parent.path} is not a directory")
         self._check_name(parent, name)
         path = join(parent.path, name)
+        self._refuse_own(path, "cannot create")
         if parent.kind is Kind.ROOT:
             raise errors.NotPermitted(f"/{path}: only containers (directories) live at the top")
         if sidecar.is_reserved(name):
@@ -790,10 +1102,54 @@ class Filesystem:
                             meta={}, content_type=OCTET_STREAM, mtime_ns=time.time_ns())
         of.mark_new()
         fh = self._new_handle(node, (flags & os.O_ACCMODE) != os.O_RDONLY)
+        self.handles[fh].direct_io = self._is_view_file(node)
         node.lookups += 1
         self.tree.listed(path, Entry(Kind.FILE))
         self.tree.forget_missing(path)
         return fh, self._attr(node)
+
+    def direct_io(self, fh: int) -> bool:
+        """Whether the kernel must bypass its page cache for this handle: the text of a
+        sidecar or catalog entry changes without a write through the mount."""
+        handle = self.handles.get(fh)
+        return handle is not None and handle.direct_io
+
+    async def _writable_any(self, node: Node, *, truncate: bool = False) -> OpenFile:
+        """The OpenFile of any writable file: a sidecar or catalog entry starts from the
+        text it shows (empty if ``truncate``), any other file from its stored object."""
+        place = place_of(node.path)
+        if place is not None and place is not Place.CATALOG:
+            self._refuse_own(node.path, "cannot be written")
+        if node.openfile is not None or not self._is_view_file(node):
+            return await self._writable(node)
+        if place is Place.CATALOG:
+            image = await self.registry.catalog_entry(node.name)
+            if not self.registry.is_own(image):
+                raise errors.Forbidden(f"/{node.path}: the image belongs to {image.owner}; "
+                                       "only its owner may change it")
+            view = await self.registry.catalog_view(node.name)
+        else:
+            view = await self._sidecar_view(node)
+            if view is None:
+                return await self._writable(node)  # an ordinary stored X.meta
+            if not self.registry.is_own(view.image):
+                raise errors.Forbidden(f"/{node.path}: the image belongs to "
+                                       f"{view.image.owner}; only its owner may change it")
+        if node.openfile is not None:
+            return node.openfile
+        if place is Place.CATALOG:
+            block_size, algorithm = BLOCK_SIZE, BLOCK_HASH
+        else:
+            block_size, algorithm = await self._block_params(node.container)
+            if node.openfile is not None:
+                return node.openfile
+        of = self._openfile(node, block_size=block_size, algorithm=algorithm, source=None,
+                            meta={}, content_type=OCTET_STREAM, mtime_ns=_ns(view.mtime))
+        if view.content and not truncate:
+            await of.write(0, view.content)
+            of.committed_gen = of.gen  # what is shown is saved: nothing to register yet
+            of.changed_at = None
+        return of
 
     async def _writable(self, node: Node) -> OpenFile:
         """The OpenFile of a stored file, created on first need."""
@@ -820,6 +1176,9 @@ class Filesystem:
         if node.kind.is_dir:
             raise errors.IsADirectory(f"/{node.path} is a directory")
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        place = place_of(node.path)
+        if place is not None or self._is_view_file(node):
+            return await self._open_shown(node, place, writable, flags)
         if writable:
             of = await self._writable(node)
             if flags & os.O_TRUNC:
@@ -828,12 +1187,44 @@ class Filesystem:
             await self._refresh_file(node)
         return self._new_handle(node, writable)
 
+    async def _open_shown(self, node: Node, place: Place | None, writable: bool,
+                          flags: int) -> int:
+        """Open a sidecar, a catalog entry or an old version. Readers get the text as
+        it is at open (or the version's bytes); writers start from that text."""
+        content = None
+        if writable:
+            of = await self._writable_any(node, truncate=bool(flags & os.O_TRUNC))
+            if flags & os.O_TRUNC and of.size:
+                await of.truncate(0)
+        elif place is Place.VERSION:
+            attr = await self._show(node)  # the version entry, looked up again if needed
+            entry = node.info
+            fh = self._new_handle(node, False)
+            self.handles[fh].source = Source(node.container, entry.path, entry.version,
+                                             attr.size)
+            return fh
+        elif not self._local(node):
+            if place is Place.CATALOG:
+                view = await self.registry.catalog_view(node.name)
+            else:
+                view = await self._sidecar_view(node)
+                if view is None and node.info is None:
+                    await self._refresh_file(node)  # the stored object, read as it is
+            content = view.content if view is not None else None
+        fh = self._new_handle(node, writable)
+        handle = self.handles[fh]
+        handle.content = content
+        handle.direct_io = True
+        return fh
+
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handle(fh)
         node = handle.node
         of = node.openfile
         if of is not None and of.has_local():
             return await of.read(offset, size)
+        if handle.content is not None:
+            return handle.content[offset:offset + size]
         source = of.source if of is not None else handle.source
         if source is None:
             if isinstance(node.info, ObjectInfo):
@@ -862,14 +1253,17 @@ class Filesystem:
             raise OSError(errno.EBADF, "file not open for writing")
         of = handle.node.openfile
         if of is None:
-            of = await self._writable(handle.node)
+            of = await self._writable_any(handle.node)
         return await of.write(offset, data)
 
     async def flush(self, fh: int) -> None:
         """close() of a descriptor: a writer's changes are stored before it returns."""
         handle = self._handle(fh)
         of = handle.node.openfile
-        if of is not None and handle.writable and of.dirty and not of.unlinked:
+        # A file not stored yet (even one made by open(O_RDONLY|O_CREAT)) exists once
+        # close() returns, so any descriptor's close stores it.
+        if of is not None and (handle.writable or not handle.node.stored) and of.dirty \
+                and not of.unlinked:
             await self._commit(handle.node)
 
     async def fsync(self, fh: int) -> None:
@@ -906,12 +1300,19 @@ class Filesystem:
         self._open_nodes.discard(node)
         await of.close()
         if not node.stored and not node.unlinked:
-            # Never reached the service (its upload failed): it does not exist.
-            self.tree.listed(node.path, None)
+            # Never reached the service (its upload failed): it does not exist, and the
+            # kernel must not show it from its entry cache either.
+            path = node.path
+            self.tree.listed(path, None)
             self.tree.detach(node)
+            self._invalidate(path)
 
     async def _commit(self, node: Node) -> None:
-        """Upload ``node``'s OpenFile if it changed; returns once the object is stored."""
+        """Upload ``node``'s OpenFile if it changed; returns once the object is stored.
+        A sidecar or catalog entry is not uploaded: its text goes to the registry."""
+        if self._is_view_file(node):
+            await self._commit_view(node)
+            return
         of = node.openfile
         assert of is not None
         await of.wait_commit()
@@ -956,11 +1357,102 @@ class Filesystem:
             node.remember(info, self._expiry())
             self.tree.listed(node.path, Entry(Kind.FILE, info))
         log.debug("/%s: stored %d bytes as version %s", node.path, of.size, result.version)
-        await self._committed(node, info)
+        await self._committed(container, key, info)
 
-    async def _committed(self, node: Node, info: ObjectInfo) -> None:
-        """Hook: an upload completed (a sidecar waiting for its image registers here in a
-        later version)."""
+    async def _committed(self, container: str, key: str, info: ObjectInfo) -> None:
+        """An upload completed: a sidecar waiting for this image registers it now (its
+        failure is the sidecar's error, never this file's: the data is stored)."""
+        waiting = self.registry.is_pending(container, key)
+        try:
+            await self.registry.object_committed(container, key, info)
+        except errors.ImagefsError as exc:
+            log.warning("/%s/%s: stored, but its waiting sidecar could not be applied: %s",
+                        container, key, exc)
+        if waiting:
+            await self._image_changed(join(container, key))
+        self._sidecar_changed(join(container, key) + sidecar.SUFFIX)
+
+    async def _commit_view(self, node: Node) -> None:
+        """close() of a sidecar (or catalog entry) after a write: hand the text to the
+        registry, which registers and stores the metafile; returns once the image
+        service accepted it. ``MetafileInvalid`` (EINVAL) leaves the registration as it
+        was, and the text readable for the user to fix. A text that is still empty
+        (``touch``, ``: >``) asks for nothing."""
+        of = node.openfile
+        assert of is not None
+        await of.wait_commit()
+        if not of.dirty or of.unlinked or node.openfile is not of:
+            return
+        of.committing = trio.Event()
+        container, key, place = node.container, node.key, place_of(node.path)
+        self._commits += 1
+        self._commits_idle = trio.Event() if self._commits_idle.is_set() else \
+            self._commits_idle
+        gen = of.gen
+        size = 0
+        try:
+            await of.wait_quiet()
+            gen = of.attempted_gen = of.gen
+            size = of.size
+            if size:
+                data = await of.read(0, min(size, metafile.MAX_METAFILE_BYTES + 1))
+                if place is Place.CATALOG:
+                    await self.registry.catalog_write(node.name, data)
+                else:
+                    await self.registry.write_sidecar(container, key, data,
+                                                      mtime=of.mtime_ns / 1e9, size=size)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                of.error = exc
+                if not isinstance(exc, errors.MetafileInvalid):
+                    self._errors += 1
+                    log.log(errors.log_level(exc), "/%s: not registered: %s", node.path, exc)
+            if place is None and self.registry.keeps_text(container, key):
+                node.stored = True  # the refused text shows until it is fixed or deleted
+                self.tree.listed(node.path, Entry(Kind.FILE, EXISTS))
+            raise
+        finally:
+            self._commits -= 1
+            if self._commits == 0:
+                self._commits_idle.set()
+            event, of.committing = of.committing, None
+            event.set()
+        of.committed_gen = gen
+        if not of.dirty:
+            of.changed_at = None
+        of.error = None
+        if size and not node.unlinked:
+            node.stored = True  # the registry stored the metafile (or the waiting text)
+            node.remember(None, 0.0)
+            if place is None:
+                self.tree.listed(node.path, Entry(Kind.FILE, EXISTS))
+                self.tree.forget_missing(node.path)
+                await self._image_changed(node.path[: -len(sidecar.SUFFIX)])
+
+    async def _image_changed(self, path: str) -> None:
+        """A registration changed: the service stored it as a new version of the image
+        file, whose cached attributes (version, time) are now old."""
+        node = self.tree.at(path)
+        listing = self.tree.listing(parent_of(path))
+        if node is None and (listing is None or path.rpartition("/")[2] not in listing.entries):
+            return  # nothing cached about it
+        if node is not None and (node.kind is not Kind.FILE or self._local(node)):
+            return
+        container, key = split(path)
+        try:
+            info = await self.workers.http(self.pithos.head, container, key)
+        except errors.NotFound:
+            if node is not None:
+                node.expires = 0.0
+            return
+        if info.is_directory:
+            return
+        node = self.tree.at(path)
+        if node is not None and (node.kind is not Kind.FILE or self._local(node)):
+            return
+        if node is not None:
+            node.remember(info, self._expiry())
+        self.tree.listed(path, Entry(Kind.FILE, info))
 
     async def _upload_meta(self, node: Node, of: OpenFile) -> dict[str, str]:
         """The object metadata to store: what the object had, plus its mtime."""
@@ -994,21 +1486,34 @@ class Filesystem:
         node = await self._child(parent, name)
         if node.kind.is_dir:
             raise errors.IsADirectory(f"/{node.path} is a directory")
+        place = place_of(node.path)
+        if place is not None and place is not Place.CATALOG:
+            self._refuse_own(node.path, "cannot be removed")
         of = node.openfile
         if of is not None:
             await of.wait_commit()
-        if node.stored and not node.unlinked:
+        image_info = node.info if isinstance(node.info, ObjectInfo) else None
+        if place is Place.CATALOG:
+            await self.registry.catalog_unlink(node.name)  # Forbidden: another's image
+        elif self._is_sidecar(node):
+            if node.stored and not node.unlinked:
+                # Unregisters X (the object stays) and deletes the stored metafile.
+                await self.registry.delete_sidecar(node.container, node.key)
+        elif node.stored and not node.unlinked:
             await self._orphan(node)
             try:
                 await self.workers.http(self.pithos.delete, node.container, node.key)
             except errors.NotFound:
                 pass
+            await self.registry.object_deleted(node.container, node.key, image_info)
+            self._sidecar_changed(node.path + sidecar.SUFFIX, kernel=True)
         if node.openfile is not None:
             node.openfile.unlinked = True
         self.tree.listed(node.path, None)
         self.tree.remember_missing(node.path, self._expiry())
         self.tree.detach(node)
-        await self._keep_dir(parent)
+        if place is None:
+            await self._keep_dir(parent)
 
     async def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
                      flags: int = 0) -> None:
@@ -1025,6 +1530,8 @@ class Filesystem:
         new_path = join(p2.path, new_name)
         if new_path == node.path:
             return
+        self._refuse_own(node.path, "cannot be moved")
+        self._refuse_own(new_path, "nothing can be moved there")
         if node.kind in (Kind.CONTAINER, Kind.ROOT):
             raise errors.NotPermitted(f"/{node.path}: containers cannot be renamed")
         if p2.kind is Kind.ROOT:
@@ -1045,12 +1552,118 @@ class Filesystem:
                 raise errors.IsADirectory(f"/{new_path} is a directory")
             if node.kind.is_dir and target.kind is Kind.FILE:
                 raise errors.NotADirectory(f"/{new_path} is not a directory")
-        if node.kind is Kind.FILE:
+        if node.kind is Kind.FILE and sidecar.is_sidecar(new_name):
+            await self._rename_onto_sidecar(node, new_path, target)
+        elif node.kind is Kind.FILE and self._is_sidecar(node):
+            await self._rename_sidecar_away(node, new_path, target)
+        elif node.kind is Kind.FILE:
             await self._rename_file(node, new_path, target)
         else:
             await self._rename_dir(node, new_path, target)
         if p1 is not p2:
             await self._keep_dir(p1)
+
+    async def _text_of(self, node: Node) -> tuple[bytes, int]:
+        """(the first bytes a metafile may have, the size) of a file about to become a
+        sidecar's text: what it shows (a sidecar), its local content, or its object."""
+        if self._is_sidecar(node) and not self._local(node):
+            view = await self._sidecar_view(node)
+            if view is not None:
+                return view.content, len(view.content)
+        limit = metafile.MAX_METAFILE_BYTES + 1
+        of = node.openfile
+        if of is not None and self._local(node):
+            return await of.read(0, min(of.size, limit)), of.size
+        info = await self._object(node, need_meta=False)
+        if info is None:
+            raise errors.NotFound(f"/{node.path}: no such file")
+        if not info.size:
+            return b"", 0
+        data = await self.workers.http(functools.partial(
+            self.pithos.read, node.container, node.key, 0, min(info.size, limit),
+            version=info.version or None))
+        return data, info.size
+
+    async def _rename_onto_sidecar(self, node: Node, new_path: str,
+                                   target: Node | None) -> None:
+        """An editor's temporary (sed -i, rsync, write-then-rename) renamed onto X.meta: a
+        write of X's sidecar. On success the source is gone; refused (EINVAL), nothing
+        changes, as a failed rename must leave things."""
+        for n in (node, target):
+            if n is not None and n.openfile is not None:
+                await n.openfile.wait_commit()
+        old_path = node.path
+        c1, k1 = split(old_path)
+        c2, k2 = split(new_path)
+        keeps_source = self._is_sidecar(node) and await self._sidecar_view(node) is not None
+        data, size = await self._text_of(node)
+        mtime = self._attr(node).mtime_ns / 1e9
+        await self.registry.write_sidecar(c2, k2, data, mtime=mtime, size=size)
+        info = node.info if isinstance(node.info, ObjectInfo) else None
+        if not keeps_source:
+            # The source's object goes (a sidecar's registration stays: renaming a
+            # sidecar away never unregisters).
+            if node.stored and not node.unlinked:
+                await self._orphan(node)
+                try:
+                    await self.workers.http(self.pithos.delete, c1, k1)
+                except errors.NotFound:
+                    pass
+                if not self._is_sidecar(node):
+                    await self.registry.object_deleted(c1, k1, info)
+            if node.openfile is not None:
+                node.openfile.unlinked = True
+            self.tree.listed(old_path, None)
+            self.tree.remember_missing(old_path, self._expiry())
+        if target is not None:
+            if target.openfile is not None:
+                target.openfile.unlinked = True
+            self.tree.detach(target)
+        # The kernel now knows the source's inode by the new name: it is the sidecar.
+        self.tree.move(node, new_path)
+        self._follow_move(node, None)
+        if not self._local(node):
+            node.stored = True
+            node.remember(None, 0.0)
+        self.tree.listed(new_path, Entry(Kind.FILE, EXISTS))
+        self.tree.forget_missing(new_path)
+
+    async def _rename_sidecar_away(self, node: Node, new_path: str,
+                                   target: Node | None) -> None:
+        """X.meta renamed to a name that is not a sidecar (an editor's backup X.meta~):
+        the new file holds the text the sidecar shows; the registration, and the stored
+        metafile with its versions, stay. A sidecar showing no registration is an
+        ordinary file and simply moves."""
+        of = node.openfile
+        if of is not None:
+            await of.wait_commit()
+            if of.dirty and not of.unlinked:
+                await self._commit(node)
+        view = None if self._local(node) else await self._sidecar_view(node)
+        if view is None:
+            await self._rename_file(node, new_path, target)
+            return
+        if target is not None and target.openfile is not None:
+            await target.openfile.wait_commit()
+        c2, k2 = split(new_path)
+        if target is not None and target.stored and not target.unlinked:
+            await self._orphan(target)
+        await self.workers.http(functools.partial(self.pithos.put_data, c2, k2, view.content,
+                                                  content_type=OCTET_STREAM))
+        info = await self.workers.http(self.pithos.head, c2, k2)
+        if target is not None:
+            if target.openfile is not None:
+                target.openfile.unlinked = True
+            self.tree.detach(target)
+        old_path = node.path
+        self.tree.move(node, new_path)  # the kernel's inode follows the name
+        self._follow_move(node, None)
+        if not self._local(node):
+            node.stored = True
+            node.remember(info, self._expiry())
+        self.tree.listed(new_path, Entry(Kind.FILE, info))
+        self.tree.forget_missing(new_path)
+        self._sidecar_changed(old_path)  # still shown: the registration stands
 
     async def _rename_file(self, node: Node, new_path: str, target: Node | None) -> None:
         for n in (node, target):
@@ -1064,7 +1677,12 @@ class Filesystem:
         if target is not None and target_stored:
             await self._orphan(target)
         if node.stored:
-            version = await self.workers.http(self.pithos.move, c1, k1, c2, k2)
+            try:
+                version = await self.workers.http(self.pithos.move, c1, k1, c2, k2)
+            except errors.NotFound:
+                version = await self._moved_already(node, c2, k2)
+                if version is None:
+                    raise
         else:
             node.stored = target_stored  # the commit at close replaces the target
         if target is not None:
@@ -1082,8 +1700,31 @@ class Filesystem:
         self._follow_move(node, version)
         await self._moved(old_path, new_path)
 
+    async def _moved_already(self, node: Node, container: str, key: str) -> int | None:
+        """After a move answered 404: the version at ``key`` if an earlier attempt of
+        this same move went through (its answer was lost and the client's retry found
+        no source), else None. The store's move keeps the uuid, so the destination
+        holding the source's uuid says so (or its hash, when the uuid of a file this
+        mount uploaded was never fetched)."""
+        old = node.info
+        if not isinstance(old, ObjectInfo) or not (old.uuid or old.hash):
+            return None
+        try:
+            info = await self.workers.http(self.pithos.head, container, key)
+        except errors.NotFound:
+            return None
+        if old.uuid and info.uuid != old.uuid:
+            return None
+        if not old.uuid and (info.hash, info.size) != (old.hash, old.size):
+            return None
+        log.info("/%s: moved to %s/%s by an attempt whose answer was lost", node.path,
+                 container, key)
+        return info.version
+
     def _follow_move(self, node: Node, version: int | None) -> None:
         """Open descriptors of a moved file read it at its new name."""
+        if place_of(node.path) is not None:
+            return  # an old version moved with its directory reads what it read
         of = node.openfile
         if of is not None and of.source is not None:
             of.source = dataclasses.replace(of.source, container=node.container, key=node.key,
@@ -1123,8 +1764,61 @@ class Filesystem:
         await self._moved(old_path, new_path)
 
     async def _moved(self, old_path: str, new_path: str) -> None:
-        """Hook: a file or directory moved (sidecars and images follow in a later
-        version)."""
+        """A file or directory moved on the service: images keep their id and
+        registration (the store's move keeps the object), are made public again if
+        they were, and stored sidecars follow their file. A sidecar moving is not an
+        image moving: nothing follows it."""
+        node = self.tree.at(new_path)
+        if node is None:
+            return
+        c1, k1 = split(old_path)
+        c2, k2 = split(new_path)
+        try:
+            if node.kind.is_dir:
+                await self.registry.directory_moved(c1, k1, c2, k2)
+                return
+            if sidecar.is_sidecar(k1):
+                return
+            old_side, new_side = old_path + sidecar.SUFFIX, new_path + sidecar.SUFFIX
+            stored = self._stored_here(old_side)
+            if stored is None:
+                try:
+                    await self.workers.http(self.pithos.head, c1, k1 + sidecar.SUFFIX)
+                    stored = True
+                except errors.NotFound:
+                    stored = False
+            info = node.info if isinstance(node.info, ObjectInfo) else None
+            await self.registry.object_moved(c1, k1, c2, k2, info, sidecar_stored=stored)
+        except errors.ImagefsError as exc:
+            log.warning("/%s moved to /%s, but its image did not follow: %s", old_path,
+                        new_path, exc)
+            return
+        if stored:
+            self.tree.listed(old_side, None)
+            self.tree.listed(new_side, Entry(Kind.FILE, EXISTS))
+        elif stored is None:  # whether a metafile moved along: the next listings say
+            for path in (old_side, new_side):
+                parent = self.tree.at(parent_of(path))
+                if parent is not None:
+                    parent.listing = None
+        old = self.tree.at(old_side)
+        if old is not None and old.handles == 0 and not self._local(old):
+            self.tree.detach(old)
+        self._sidecar_changed(old_side, kernel=True)
+        self._sidecar_changed(new_side, kernel=True)
+
+    def _stored_here(self, path: str) -> bool | None:
+        """Whether an object is stored at ``path``, from the cached listing (None: the
+        listing is not cached)."""
+        listing = self.tree.listing(parent_of(path))
+        if listing is None:
+            node = self.tree.at(path)
+            if node is not None and isinstance(node.info, ObjectInfo) and node.stored and \
+                    node.fresh(self.tree.clock()):
+                return True
+            return None
+        entry = listing.entries.get(path.rpartition("/")[2])
+        return entry is not None and entry.kind is Kind.FILE
 
     # -- statfs and extended attributes --------------------------------------------------
 
@@ -1144,8 +1838,10 @@ class Filesystem:
                       files=files, free_files=files - 1)
 
     async def _object(self, node: Node, *, need_meta: bool) -> ObjectInfo | None:
-        """The stored object of a file, HEADed if the cache cannot answer."""
-        if node.kind is not Kind.FILE or not node.stored or node.unlinked:
+        """The stored object of a file, HEADed if the cache cannot answer (None for a
+        sidecar no object holds, and for the mount's own entries)."""
+        if node.kind is not Kind.FILE or not node.stored or node.unlinked or \
+                place_of(node.path) is not None:
             return None
         info = node.info
         # After our own upload the uuid is not known yet (the PUT does not say it).
@@ -1154,18 +1850,28 @@ class Filesystem:
             if self._local(node) and isinstance(info, ObjectInfo) and \
                     not (need_meta and info.meta is None):
                 return info
-            info = await self.workers.http(self.pithos.head, node.container, node.key)
+            try:
+                info = await self.workers.http(self.pithos.head, node.container, node.key)
+            except errors.NotFound:
+                if self._is_sidecar(node):
+                    return None  # shown from a registration, not stored
+                raise
             if not self._local(node):
                 node.remember(info, self._expiry())
         return info
 
     async def _image(self, node: Node):
-        """Hook: the image registered on a file (images arrive in a later version)."""
-        return None
+        """The registration of a file's object (None: not an image)."""
+        if node.kind is not Kind.FILE or node.unlinked or place_of(node.path) is not None:
+            return None
+        info = node.info if isinstance(node.info, ObjectInfo) else None
+        return await self.registry.image_of(node.container, node.key, info)
 
     def _error(self, node: Node) -> str | None:
-        """Hook: why the last write of a sidecar was refused."""
-        return None
+        """Why the last write of a sidecar was refused (``user.imagefs.error``)."""
+        if not self._is_sidecar(node):
+            return None
+        return self.registry.error_of(node.container, node.key)
 
     async def getxattr(self, ino: int, name: str) -> bytes:
         node = self.tree.get(ino)
@@ -1177,6 +1883,11 @@ class Filesystem:
             raise errors.NoSuchAttribute(f"{name}: no such attribute")
         attr = X.classify(name)
         if not attr.known:
+            raise errors.NoSuchAttribute(f"{name}: no such attribute")
+        place = place_of(node.path)
+        if place is Place.CATALOG:
+            return await self.registry.catalog_getxattr(node.name, name)
+        if place is not None:
             raise errors.NoSuchAttribute(f"{name}: no such attribute")
         image = obj = container = error = None
         if attr.source is X.Source.IMAGE:
@@ -1191,14 +1902,34 @@ class Filesystem:
         return X.get(image, name, obj=obj, container=container, error=error)
 
     def listxattr(self, ino: int) -> list[str]:
-        """Names from what is cached: listing attributes never costs a request."""
+        """Names from what is cached: listing attributes never costs a request
+        (``list_xattrs`` brings the image cache up to date first)."""
         node = self.tree.get(ino)
+        place = place_of(node.path)
+        if place is Place.CATALOG:
+            image_id = sidecar.image_id_of(node.name)
+            return X.names(self.registry.images.by_id(image_id) if image_id else None)
+        if place is not None:
+            return []
         if node.kind is Kind.CONTAINER:
             return X.names(None, is_container=True)
         if node.kind is not Kind.FILE:
             return []
         obj = node.info if node.stored and isinstance(node.info, ObjectInfo) else None
-        return X.names(None, obj=obj, error=self._error(node))
+        image = None if node.unlinked else \
+            self.registry.cached_image_of(node.container, node.key, obj)
+        return X.names(image, obj=obj, error=self._error(node))
+
+    async def list_xattrs(self, ino: int) -> list[str]:
+        """``listxattr`` after at most one image listing per cache period (shared by
+        every file), so that a registration made elsewhere is listed."""
+        node = self.tree.get(ino)
+        place = place_of(node.path)
+        if place is Place.CATALOG:
+            await self.registry.catalog_entry(node.name)
+        elif place is None and node.kind is Kind.FILE:
+            await self.registry.refresh()
+        return self.listxattr(ino)
 
     async def setxattr(self, ino: int, name: str, value: bytes) -> None:
         node = self.tree.get(ino)
@@ -1214,8 +1945,29 @@ class Filesystem:
         attr = X.classify(name)
         if not attr.known:
             raise errors.Unsupported(f"{name}: imagefs stores no such attribute")
+        place = place_of(node.path)
+        if place is Place.CATALOG:
+            if value is None:
+                await self.registry.catalog_removexattr(node.name, name)
+            else:
+                await self.registry.catalog_setxattr(node.name, name, value)
+            return
+        if place is not None:
+            self._refuse_own(node.path, "has no attributes to change")
         is_container = node.kind is Kind.CONTAINER
         obj = image = None
+        if attr.source is X.Source.IMAGE and node.kind is not Kind.FILE and not is_container:
+            raise errors.Unsupported(f"{name}: only a file can be an image")
+        if attr.source is X.Source.IMAGE and node.kind is Kind.FILE:
+            of = node.openfile
+            writing = of is not None and not of.unlinked and (of.dirty or not node.stored)
+            if (writing and not self._is_view_file(node)) or sidecar.is_temporary(node.name):
+                # What would be registered is not on the service yet, or is a tool's
+                # temporary (rsync -X sets attributes on its closed .X.XXXXXX): cp -a and
+                # rsync -X replay the source's user.image.* there, and a copy must not
+                # become an image.
+                raise errors.Busy(f"/{node.path} is being written; set {name} once it is "
+                                  "closed under its own name")
         if attr.source is X.Source.OBJECT and node.kind is Kind.FILE:
             obj = await self._object(node, need_meta=False)
             if obj is None and node.openfile is not None and not node.unlinked:
@@ -1263,18 +2015,21 @@ class Filesystem:
                 of.meta = _merged(of.meta, change.meta)
             info = node.info
             if isinstance(info, ObjectInfo) and info.meta is not None:
-                node.remember(dataclasses.replace(info, meta=_merged(info.meta, change.meta)),
-                              node.expires)
+                self._changed_info(node, dataclasses.replace(
+                    info, meta=_merged(info.meta, change.meta)))
         if change.public is not None:
             url = await self.workers.http(self.pithos.set_public, node.container, node.key,
                                           change.public)
             info = node.info
             if isinstance(info, ObjectInfo):
-                node.remember(dataclasses.replace(info, public_url=url), node.expires)
+                self._changed_info(node, dataclasses.replace(info, public_url=url))
 
     async def _apply_image(self, node: Node, change: X.Change) -> None:
-        """Hook: image registration through attributes arrives in a later version."""
-        raise errors.Unsupported("image attributes are not available in this version")
+        """setfattr of user.image.*: update the image, or register the file (name)."""
+        info = node.info if isinstance(node.info, ObjectInfo) else None
+        await self.registry.apply_image_change(node.container, node.key, info, change)
+        await self._image_changed(node.path)
+        self._sidecar_changed(node.path + sidecar.SUFFIX, kernel=True)
 
     # -- what cannot be stored ------------------------------------------------------------
 

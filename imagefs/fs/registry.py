@@ -221,6 +221,24 @@ class Registry:
         """A sidecar of ``image_name`` waits for the image's upload."""
         return (container, image_name) in self._pending
 
+    def keeps_text(self, container: str, sidecar_name: str) -> bool:
+        """A refused text of this sidecar is kept (and shown) until fixed or deleted."""
+        return (container, sidecar_name) in self._refused
+
+    def kept_sidecars(self, container: str, directory: str) -> list[str]:
+        """Sidecars directly in ``directory`` ("" = the top) whose refused text is kept,
+        so that a listing shows them even when no object holds them."""
+        return [name for c, name in self._refused
+                if c == container and parent_of(name) == directory]
+
+    def is_own(self, image: Image | None) -> bool:
+        """True for the user's own image (or no image at all)."""
+        return image is None or image.owner == self._me
+
+    async def refresh(self) -> None:
+        """Bring the image cache up to the cache period (one listing, shared)."""
+        await self.images.refresh()
+
     # -- writing and deleting sidecars ---------------------------------------------------
 
     async def write_sidecar(self, container: str, sidecar_name: str, data: bytes, *,

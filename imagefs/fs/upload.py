@@ -1,11 +1,34 @@
 """Storing an open file as an object: the Pithos hashmap upload, and its progress.
 
+Blocks go out while the file is still being written (``Sender``), so that
+``close()`` has little left to do. The protocol allows it: a block POSTed to
+the container is just a stored block until a hashmap PUT refers to it, and
+nothing names it before then.
+
+Which blocks to send early: only those the service lacks. ``cp`` of a new
+image sends everything; ``cp`` of an image the service has (a copy, a
+re-upload, an unchanged block rewritten in place) should send nothing, and
+sending it anyway costs as much as a fresh upload (the service receives and
+re-hashes every byte: measured, about the speed of a fresh upload instead of
+that of hashing alone). So the sender asks first, with the question the
+protocol already has: a hashmap PUT of the blocks hashed since the last
+question plus one hash no block can have (``PROBE_HASH``) is always
+answered 409 with the list of those blocks the service lacks, and never
+creates anything. One question is in flight per file; it covers every block
+hashed meanwhile, and the next one waits until the blocks to send run low,
+so while the upload is the bottleneck few questions cover many blocks. A
+question costs about a millisecond on each side, a block POST ten times that.
+
 ``upload`` runs when a writer closes (flush), fsyncs or releases a dirty
 file: hash every block not hashed yet (most were hashed in the background
-while the file was written), PUT the hashmap; the service answers 201, or
-409 with the hashes it lacks; send those blocks in parallel (each read from
-the spill file inside its worker thread, so at most ``parallel`` blocks are
-in memory per upload, and the HTTP limiter bounds them all); PUT again.
+while the file was written), let the sender finish (usually just the last
+block), PUT the hashmap; the service answers 201, or 409 with the hashes it
+still lacks (a block the sender failed to send, or one garbage-collected
+meanwhile): send those (each read from the spill file inside its worker
+thread, so at most ``parallel`` blocks are in memory per upload, and the
+HTTP limiter bounds them all); PUT again. The sender is an optimisation
+only: when anything fails it stops quietly and this path does the work and
+reports the error.
 
 Why this is all-or-nothing: the object changes only with the hashmap PUT,
 which the service applies atomically. A failure anywhere before it leaves
@@ -19,22 +42,31 @@ this module owns how.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
 from imagefs import errors
 from imagefs.client.models import PutResult
 from imagefs.fs.blocking import Workers, one_error
-from imagefs.fs.files import OpenFile
+
+if TYPE_CHECKING:
+    from imagefs.fs.files import OpenFile
 
 log = logging.getLogger(__name__)
 
 #: Hashmap PUTs per upload before giving up (a block the service loses between
 #: our POST and the PUT, e.g. to garbage collection, costs one more round).
 ROUNDS = 4
+#: Blocks a file sends at once while it is being written.
+PARALLEL = 4
+#: A block hash no content has (finding data whose SHA-256 is all zeros is beyond
+#: reach), so a hashmap naming it is always refused with 409 and never stored.
+PROBE_HASH = "0" * 64
 
 
 @dataclass
@@ -68,6 +100,8 @@ async def upload(of: OpenFile, *, workers: Workers, pithos, container: str, key:
     progress.total = of.size
     progress.hashed = 0
     hashes = await of.hashmap(progress.add_hashed)
+    progress.state = "sending"
+    await of.sender.flush(progress)
     size = of.size
     for _round in range(ROUNDS):
         progress.state = "committing"
@@ -105,3 +139,201 @@ async def _send_missing(of: OpenFile, container: str, hashes: list[str], missing
         async with trio.open_nursery() as nursery:
             for h in dict.fromkeys(missing):
                 nursery.start_soon(send, h, where[h])
+
+
+# -- sending while writing ----------------------------------------------------------------
+
+
+class _Sealed:
+    """A hashed block on its way: its buffer (None: read it from the spill file)."""
+
+    __slots__ = ("index", "digest", "length", "buf")
+
+    def __init__(self, index: int, digest: str, length: int, buf: bytearray | None) -> None:
+        self.index = index
+        self.digest = digest
+        self.length = length
+        self.buf = buf
+
+
+class Sender:
+    """Sends the blocks of one open file as they are hashed. See the module docstring.
+
+    ``OpenFile.seal`` hands over each hashed block (``offer``) with its buffer,
+    which the sender gives back to the pool once the service has the block;
+    meanwhile the buffer counts as lent, so the writer waits for it rather
+    than spilling (flow control: the writer runs at the speed of the upload).
+    Blocks go to ``of.target()`` as it is when they are sent (a rename moves
+    the target); nothing goes once the file is unlinked. Everything runs on
+    the trio thread; background work runs as the file's tasks, so
+    ``OpenFile.close`` waits for it.
+    """
+
+    def __init__(self, of: OpenFile, *, parallel: int = PARALLEL) -> None:
+        self.of = of
+        self.parallel = parallel
+        self.sent = 0  # bytes sent, for status
+        self._pending: list[_Sealed] = []  # hashed, not asked about yet
+        self._queue: collections.deque[_Sealed] = collections.deque()  # the service lacks
+        self._present: set[str] = set()  # hashes the service has (answered, or sent)
+        self._busy: set[str] = set()  # hashes queued or being sent
+        self._asking = False
+        self._posting = 0
+        self._flushing = 0
+        self._stopped = False
+        self._progress: Progress | None = None  # the commit waiting in ``flush``
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def offer(self, index: int, digest: str, length: int, buf: bytearray | None,
+              lent: bool) -> None:
+        """Block ``index`` hashes to ``digest``; the sender now owns ``buf`` (if any)."""
+        entry = _Sealed(index, digest, length, buf)
+        if buf is not None and not lent:
+            self.of.pool.lent += 1
+        if self._stopped or self._target() is None or digest == self.of.empty_hash or \
+                digest in self._present or digest in self._busy or self._in_source(digest):
+            self._release(entry)
+            return
+        self._pending.append(entry)
+        self._pump()
+
+    async def flush(self, progress: Progress | None = None) -> None:
+        """Send what was offered (asking at once, whatever is queued) and wait for it."""
+        self._flushing += 1
+        self._progress = progress
+        try:
+            self._pump()
+            while not self._idle.is_set():
+                await self._idle.wait()
+        finally:
+            self._flushing -= 1
+            self._progress = None
+
+    def stop(self) -> None:
+        """Send nothing more (the file is closing); what is in flight finishes."""
+        self._stopped = True
+        self._pump()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _target(self) -> tuple[str, str] | None:
+        of = self.of
+        if of.target is None or of.unlinked:
+            return None
+        return of.target()
+
+    def _in_source(self, digest: str) -> bool:
+        """True if the version the file was opened from has this block (so does the
+        service, unless that version went meanwhile: the commit's PUT will tell)."""
+        hashes = self.of.src_hashes
+        return bool(hashes) and digest in hashes
+
+    def _release(self, entry: _Sealed) -> None:
+        if entry.buf is not None:
+            self.of.pool.give(entry.buf, lent=True)
+            entry.buf = None
+
+    def _pump(self) -> None:
+        """Start what can start; keep ``_idle`` true exactly when nothing is left."""
+        if self._stopped:
+            for entry in self._pending:
+                self._release(entry)
+            self._pending.clear()
+            while self._queue:
+                entry = self._queue.popleft()
+                self._busy.discard(entry.digest)
+                self._release(entry)
+        while self._queue and self._posting < self.parallel:
+            self._posting += 1
+            self.of._start_task(self._post, self._queue.popleft())
+        if self._pending and not self._asking and (
+                self._flushing or len(self._queue) < self.parallel):
+            batch, self._pending = self._pending, []
+            self._asking = True
+            self.of._start_task(self._ask, batch)
+        busy = self._asking or self._posting or self._queue or self._pending
+        if busy and self._idle.is_set():
+            self._idle = trio.Event()
+        elif not busy:
+            self._idle.set()
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        if not self._stopped:
+            log.info("sending blocks early stopped (%s: %s); the commit sends them", what, exc)
+        self._stopped = True
+
+    async def _ask(self, batch: list[_Sealed]) -> None:
+        """Which blocks of ``batch`` does the service lack? Queue those, drop the rest."""
+        try:
+            target = self._target()
+            if target is None or self._stopped:
+                return
+            hashes = list(dict.fromkeys(e.digest for e in batch
+                                        if e.digest not in self._present))
+            missing: set[str] = set()
+            if hashes:
+                container, key = target
+                try:
+                    result = await self.of.workers.http(_probe, self.of.pithos, container, key,
+                                                        self.of.bs, hashes)
+                except Exception as exc:
+                    self._fail("asking for blocks", exc)
+                    return
+                if result.created:  # a service that does not check its blocks
+                    log.error("%s/%s: the service stored a hashmap naming a block it cannot "
+                              "have; the commit will replace it", container, key)
+                    self._fail("asking for blocks", errors.Corrupted("hashmap accepted"))
+                    return
+                missing = set(result.missing)
+            self._present.update(h for h in hashes if h not in missing)
+            for entry in batch:
+                if entry.digest in missing and entry.digest not in self._busy:
+                    self._busy.add(entry.digest)
+                    self._queue.append(entry)
+                else:
+                    self._release(entry)
+            batch = []
+        finally:
+            for entry in batch:  # not asked (stopped, failed)
+                self._release(entry)
+            self._asking = False
+            self._pump()
+
+    async def _post(self, entry: _Sealed) -> None:
+        try:
+            target = self._target()
+            if target is None or self._stopped:
+                return
+            container = target[0]
+            try:
+                if entry.buf is not None:
+                    view = memoryview(entry.buf)[:entry.length]
+                    await self.of.workers.http(_post, self.of.pithos, container, view,
+                                               entry.digest)
+                    sent = entry.length
+                else:
+                    sent = await self.of.send_sealed(entry.index, container, entry.digest)
+            except Exception as exc:
+                self._fail("sending a block", exc)
+                return
+            if sent:
+                self._present.add(entry.digest)
+                self.sent += sent
+                if self._progress is not None:
+                    self._progress.sent += sent
+        finally:
+            self._busy.discard(entry.digest)
+            self._release(entry)
+            self._posting -= 1
+            self._pump()
+
+
+def _probe(pithos, container: str, key: str, block_size: int, hashes: list[str]) -> PutResult:
+    """The hashmap PUT that only asks (see the module docstring)."""
+    probe = hashes + [PROBE_HASH]
+    return pithos.put_hashmap(container, key, len(probe) * block_size, probe)
+
+
+def _post(pithos, container: str, data: memoryview, digest: str) -> str:
+    return pithos.post_block(container, data, hash=digest)

@@ -17,7 +17,8 @@ mount's cache timeout as entry and attribute timeouts (pyfuse3 defaults to
 300 s), ``st_blksize`` of 4 MiB (``cp`` sizes its buffer from it: 1 MiB
 writes instead of 128 KiB), files 0644 and directories 0755, owned by the
 mounting user. Files open with ``keep_cache=False``: the page cache must not
-outlive a change made by another client.
+outlive a change made by another client; sidecars and ``.images/`` entries
+open with ``direct_io``, since their text follows the registration.
 
 Control channel: on the root, ``getxattr user.imagefs.status`` is the JSON
 of ``Filesystem.status()`` and ``user.imagefs.pending`` the number of
@@ -199,12 +200,16 @@ class Operations(pyfuse3.Operations):
     @_boundary
     async def create(self, parent_inode, name, mode, flags, ctx):
         fh, attr = await self.fs.create(parent_inode, _name(name), flags)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=False), self._entry(attr)
+        return self._file_info(fh), self._entry(attr)
 
     @_boundary
     async def open(self, inode, flags, ctx):
-        fh = await self.fs.open(inode, flags)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=False)
+        return self._file_info(await self.fs.open(inode, flags))
+
+    def _file_info(self, fh: int) -> pyfuse3.FileInfo:
+        """Never keep the page cache; bypass it for sidecars and catalog entries, whose
+        text changes with the registration, not with writes through the mount."""
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=self.fs.direct_io(fh))
 
     @_boundary
     async def read(self, fh, off, size):
@@ -277,7 +282,7 @@ class Operations(pyfuse3.Operations):
 
     @_boundary
     async def listxattr(self, inode, ctx):
-        return [n.encode("utf-8") for n in self.fs.listxattr(inode)]
+        return [n.encode("utf-8") for n in await self.fs.list_xattrs(inode)]
 
     @_boundary
     async def setxattr(self, inode, name, value, ctx):

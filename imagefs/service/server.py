@@ -23,6 +23,9 @@ Process rules:
 - Block garbage collection runs in a worker thread; an ``flock`` on
   ``DATA/gc.lock`` plus the lock file's mtime make exactly one process do it
   per interval, whatever the number of workers.
+- HTTP gunicorn cannot parse is answered by ``ServiceWorker`` with the app's
+  JSON faults, and logged by exception class only (a quoted header line could
+  hold a token).
 """
 
 from __future__ import annotations

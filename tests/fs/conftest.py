@@ -25,6 +25,7 @@ from imagefs import errors
 from imagefs.client.connection import Connection
 from imagefs.fs.filesystem import Filesystem
 from imagefs.fs.tree import ROOT_INODE, Attr
+from imagefs.fs.upload import PROBE_HASH
 from imagefs.protocol.hashmap import block_count
 
 MiB = 1024 * 1024
@@ -42,6 +43,7 @@ class Request:
     url: str
     params: dict
     headers: dict = field(default_factory=dict)
+    probe: bool = False  # a hashmap PUT that only asks which blocks are missing
 
     @property
     def path(self) -> str:
@@ -67,7 +69,11 @@ class RequestLog:
         return [r for r in self.of("POST", has="update") if r.path.count("/") == 3]
 
     def hashmap_puts(self) -> list[Request]:
-        return self.of("PUT", has="hashmap")
+        """Hashmap PUTs that store (not the sender's questions, ``upload.PROBE_HASH``)."""
+        return [r for r in self.of("PUT", has="hashmap") if not r.probe]
+
+    def probes(self) -> list[Request]:
+        return [r for r in self.of("PUT", has="hashmap") if r.probe]
 
 
 @pytest.fixture
@@ -76,9 +82,12 @@ def requests_log(conn, monkeypatch) -> RequestLog:
     original = conn.http.request
 
     def request(method, url, **kw):
+        params = dict(kw.get("params") or {})
+        probe = method == "PUT" and "hashmap" in params and \
+            PROBE_HASH.encode() in bytes(kw.get("data") or b"")
         with log.lock:
-            log.requests.append(Request(method, url, dict(kw.get("params") or {}),
-                                        dict(kw.get("headers") or {})))
+            log.requests.append(Request(method, url, params, dict(kw.get("headers") or {}),
+                                        probe))
         return original(method, url, **kw)
 
     monkeypatch.setattr(conn.http, "request", request)

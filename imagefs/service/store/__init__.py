@@ -20,18 +20,14 @@ versions, sharing, listing), ``images.py`` (registration on objects),
 
 from __future__ import annotations
 
-import errno
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from imagefs import BLOCK_HASH, BLOCK_SIZE
 from imagefs.config import make_private_dir
-from imagefs.errors import StorageFull
 from imagefs.service.store.blocks import BlockStore
-from imagefs.service.store.db import Database
+from imagefs.service.store.db import Database, disk_space
 from imagefs.service.store.images import ImagesMixin
 from imagefs.service.store.maintenance import MaintenanceMixin
 from imagefs.service.store.objects import MissingBlocks, ObjectsMixin
@@ -44,22 +40,6 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "imagefs.db"
 BLOCKS_DIR = "blocks"
-
-
-@contextmanager
-def _disk_space() -> Iterator[None]:
-    """A full disk (or file system quota) while writing blocks is ``StorageFull`` (507).
-
-    ``BlockStore.put`` has already removed its temporary file, so nothing
-    half-written stays; the database side maps SQLITE_FULL the same way (db.py).
-    """
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            log.warning("no space left for blocks in %s", exc.filename or "the data directory")
-            raise StorageFull("No space left on the service's disk") from exc
-        raise
 
 
 class Store(UsersMixin, ObjectsMixin, ImagesMixin, MaintenanceMixin):
@@ -91,7 +71,7 @@ class Store(UsersMixin, ObjectsMixin, ImagesMixin, MaintenanceMixin):
     def put_block(self, data: bytes | bytearray | memoryview) -> str:
         """Store one block (≤ block_size bytes); returns its hash. It is made durable
         before a commit references it (``BlockStore.seal``)."""
-        with _disk_space():
+        with disk_space():
             return self.blocks.put(data)
 
     def put_blocks_stream(self, stream: BinaryIO, length: int | None,
@@ -99,13 +79,13 @@ class Store(UsersMixin, ObjectsMixin, ImagesMixin, MaintenanceMixin):
         """Cut a body of ``length`` bytes (None: to EOF) into stored blocks."""
         if block_size != self.block_size:
             raise ValueError(f"block size {block_size} is not the store's {self.block_size}")
-        with _disk_space():
+        with disk_space():
             return self.blocks.put_stream(stream, length)[1]
 
     def put_stream(self, stream: BinaryIO, length: int | None = None, *,
                    md5: bool = False) -> tuple[int, list[str], str]:
         """Like put_blocks_stream, also returning the byte count and the MD5 if asked."""
-        with _disk_space():
+        with disk_space():
             return self.blocks.put_stream(stream, length, md5=md5)
 
     def missing_blocks(self, hashes: list[str]) -> list[str]:

@@ -83,7 +83,7 @@ BOOT_XATTR = "user.imagefs.boot"
 READ_PIECE = 128 * 1024
 _ZEROS = bytes(READ_PIECE)
 #: Block buffers kept per process for uploads (more are allocated when busier).
-BUFFERS_KEPT = 4
+BUFFERS_KEPT = 2
 #: Descriptors one ``seal`` keeps open at a time.
 SEAL_BATCH = 64
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"

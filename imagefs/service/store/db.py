@@ -28,6 +28,7 @@ which is SQLite's BINARY order of UTF-8.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -219,6 +220,24 @@ SCHEMA = [
 ]
 
 COUNTERS = ("serial", "id")
+
+
+@contextmanager
+def disk_space() -> Iterator[None]:
+    """A full disk (or file system quota) while writing or syncing blocks is
+    ``StorageFull`` (507), as SQLITE_FULL is in ``Database.write``.
+
+    ``BlockStore.put`` has already removed its temporary file, so nothing
+    half-written stays.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.warning("no space left for blocks in %s", exc.filename or "the data directory")
+            raise StorageFull("No space left on the service's disk") from exc
+        raise
+
 
 #: Connections opened before a fork, never used or closed in the child.
 _INHERITED: list[sqlite3.Connection] = []

@@ -37,7 +37,7 @@ from imagefs.errors import (
 )
 from imagefs.protocol.hashmap import EMPTY_HASH, block_count, top_hash
 from imagefs.service.store.blocks import valid_hash
-from imagefs.service.store.db import Tx, chunks, placeholders
+from imagefs.service.store.db import Tx, chunks, disk_space, placeholders
 from imagefs.service.store.records import ContainerRecord, Version
 
 log = logging.getLogger(__name__)
@@ -937,7 +937,8 @@ class ObjectsMixin:
 
     def _check_blocks(self, hashes: list[str]) -> None:
         """MissingBlocks unless every block is stored; makes the pending ones durable."""
-        missing = self.blocks.seal(hashes)
+        with disk_space():          # an fsync can be where a full disk shows
+            missing = self.blocks.seal(hashes)
         if missing:
             raise MissingBlocks(missing)
 

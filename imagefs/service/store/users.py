@@ -36,7 +36,12 @@ def _token_hash(token: str) -> str:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(30)
+    """Never with a leading "-": ``imagefs mount --token T`` and ``kamaki config set ...
+    T`` would take it for an option (1 token in 64 would)."""
+    while True:
+        token = secrets.token_urlsafe(30)
+        if not token.startswith("-"):
+            return token
 
 
 class UsersMixin:
