@@ -58,6 +58,7 @@ import re
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,30 +146,53 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 class _BufferPool:
-    """Block-sized buffers kept for the next upload.
+    """Block-sized buffers kept for the next upload while uploads go on.
 
     A fresh 4 MiB buffer per request is an mmap (``server.tune_malloc``), 1024
-    page faults and 4 MiB of zeroing, then an munmap; a few kept buffers make
-    that a one-time cost while bounding what stays resident.
+    page faults and 4 MiB of zeroing, then an munmap; keeping a few makes that
+    a one-time cost per burst of uploads. They are dropped once no upload has
+    used one for ``idle`` seconds, so an idle worker does not hold them.
     """
 
-    def __init__(self, size: int, keep: int) -> None:
-        self.size, self.keep = size, keep
+    def __init__(self, size: int, keep: int, idle: float = 2.0) -> None:
+        self.size, self.keep, self.idle = size, keep, idle
         self._free: list[bytearray] = []
         self._lock = threading.Lock()
+        self._busy = 0
+        self._last = 0.0
+        self._timer: threading.Timer | None = None
 
     @contextmanager
     def take(self) -> Iterator[bytearray]:
         with self._lock:
             buf = self._free.pop() if self._free else None
+            self._busy += 1
         if buf is None:
             buf = bytearray(self.size)
         try:
             yield buf
         finally:
             with self._lock:
+                self._busy -= 1
                 if len(self._free) < self.keep:
                     self._free.append(buf)
+                self._last = time.monotonic()
+                if self._timer is None:
+                    self._arm(self.idle)
+
+    def _arm(self, delay: float) -> None:
+        self._timer = threading.Timer(delay, self._trim)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _trim(self) -> None:
+        with self._lock:
+            wait = self._last + self.idle - time.monotonic()
+            if self._busy or wait > 0:
+                self._arm(max(wait, 0.1))
+                return
+            self._free.clear()
+            self._timer = None
 
 
 class BlockStore:
@@ -182,8 +206,18 @@ class BlockStore:
         self.boot_id = _boot_id()
         #: True: blocks are fsynced by ``seal``; False: each one as it is written.
         self.deferred = self.boot_id is not None and self._probe()
+        self._make_fanout()
         if not self.path_of(EMPTY_HASH).exists():
             self.put(b"")
+
+    def _make_fanout(self) -> None:
+        """Create the 256 fan-out directories at once, with one fsync of the root,
+        rather than one fsync per directory during the first big upload."""
+        if (self.root / "ff").is_dir():
+            return
+        for i in range(256):
+            (self.root / f"{i:02x}").mkdir(mode=0o700, exist_ok=True)
+        _fsync_dir(self.root)
 
     def _probe(self) -> bool:
         """Whether this file system keeps a 0400 creation mode, fchmod and user xattrs."""
