@@ -736,9 +736,10 @@ class Filesystem:
         return self._attr(node)
 
     async def setattr(self, ino: int, *, size: int | None = None,
-                      mtime_ns: int | None = None) -> Attr:
+                      mtime_ns: int | None = None, fh: int | None = None) -> Attr:
         """truncate and utimens; mode and owner are accepted and ignored (they cannot be
-        stored), so ``cp -p`` and ``shutil.copy2`` succeed quietly."""
+        stored), so ``cp -p`` and ``shutil.copy2`` succeed quietly. ``fh``: the handle of
+        an ``ftruncate`` (None for the path-based ``truncate``)."""
         node = self.tree.get(ino)
         if (size is not None or mtime_ns is not None) and \
                 place_of(node.path) in (Place.VERSION, Place.VERSIONS):
@@ -746,15 +747,21 @@ class Filesystem:
         if size is not None:
             if node.kind.is_dir:
                 raise errors.IsADirectory(f"/{node.path} is a directory")
-            await self._truncate(node, size, mtime_ns)
+            await self._truncate(node, size, mtime_ns, by_path=fh is None)
         if mtime_ns is not None and node.kind is Kind.FILE:
             await self._set_mtime(node, mtime_ns)
         return await self._show(node) or self._attr(node)
 
-    async def _truncate(self, node: Node, size: int, mtime_ns: int | None) -> None:
+    async def _truncate(self, node: Node, size: int, mtime_ns: int | None, *,
+                        by_path: bool = True) -> None:
         of = node.openfile
         if of is not None:
             await of.truncate(size)
+            # truncate(2) of a file only readers have open is stored at once, as for a
+            # closed file; else the writer's close (or an ftruncate's) stores it.
+            if by_path and not any(h.node is node and h.writable
+                                   for h in self.handles.values()):
+                await self._commit(node)
             return
         if isinstance(node.info, ObjectInfo) and node.info.size == size and \
                 not self._is_view_file(node):
@@ -767,6 +774,7 @@ class Filesystem:
                 of.set_mtime(mtime_ns)
             await self._commit(node)
         finally:
+            await of.wait_commit()  # a release may be uploading it: never close under it
             if node.handles == 0 and node.openfile is of:
                 await self._close_openfile(node, of)
 
@@ -1259,12 +1267,13 @@ class Filesystem:
     async def flush(self, fh: int) -> None:
         """close() of a descriptor: a writer's changes are stored before it returns."""
         handle = self._handle(fh)
-        of = handle.node.openfile
+        node = handle.node
+        of = node.openfile
         # A file not stored yet (even one made by open(O_RDONLY|O_CREAT)) exists once
-        # close() returns, so any descriptor's close stores it.
-        if of is not None and (handle.writable or not handle.node.stored) and of.dirty \
-                and not of.unlinked:
-            await self._commit(handle.node)
+        # close() returns, so a reader's close stores it too.
+        if of is not None and of.dirty and not of.unlinked and \
+                (handle.writable or not node.stored):
+            await self._commit(node)
 
     async def fsync(self, fh: int) -> None:
         handle = self._handle(fh)
@@ -1290,6 +1299,9 @@ class Filesystem:
                     except Exception as exc:
                         log.warning("/%s: upload at release failed, changes lost: %s",
                                     node.path, exc)
+                # Another release may be uploading it still: closing it under that upload
+                # would lose the changes ("file already released").
+                await of.wait_commit()
                 if node.handles == 0 and node.openfile is of:
                     await self._close_openfile(node, of)
         finally:
@@ -1683,6 +1695,11 @@ class Filesystem:
                 version = await self._moved_already(node, c2, k2)
                 if version is None:
                     raise
+            if target_stored:
+                # The replaced object is gone, and its image with it (the moved object
+                # keeps its own id): the cached registration must not show on the name.
+                await self.registry.object_deleted(
+                    c2, k2, target.info if isinstance(target.info, ObjectInfo) else None)
         else:
             node.stored = target_stored  # the commit at close replaces the target
         if target is not None:

@@ -14,10 +14,19 @@ that of hashing alone). So the sender asks first, with the question the
 protocol already has: a hashmap PUT of the blocks hashed since the last
 question plus one hash no block can have (``PROBE_HASH``) is always
 answered 409 with the list of those blocks the service lacks, and never
-creates anything. One question is in flight per file; it covers every block
-hashed meanwhile, and the next one waits until the blocks to send run low,
-so while the upload is the bottleneck few questions cover many blocks. A
-question costs about a millisecond on each side, a block POST ten times that.
+creates anything. A question costs about a millisecond on each side, a
+block POST ten times that; one per block would still cost a tenth of the
+hashing, so questions are batched. One is in flight per file, and it covers
+every block hashed meanwhile:
+
+- while blocks turn out missing (new data), the next question waits until a
+  sender is idle, so while sending is the bottleneck one question covers
+  many blocks; each block keeps its buffer until it is sent, and is sent
+  from it;
+- while blocks turn out present (known data), each question waits for twice
+  as many blocks as the last (up to ``MAX_BATCH``), and blocks give their
+  buffer back at once (one that turns out missing is read back from the
+  spill file).
 
 ``upload`` runs when a writer closes (flush), fsyncs or releases a dirty
 file: hash every block not hashed yet (most were hashed in the background
@@ -55,7 +64,7 @@ from imagefs.client.models import PutResult
 from imagefs.fs.blocking import Workers, one_error
 
 if TYPE_CHECKING:
-    from imagefs.fs.files import OpenFile
+    from imagefs.fs.files import Buffer, OpenFile
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,8 @@ log = logging.getLogger(__name__)
 ROUNDS = 4
 #: Blocks a file sends at once while it is being written.
 PARALLEL = 4
+#: Most blocks one question waits for while the service has every block asked about.
+MAX_BATCH = 64
 #: A block hash no content has (finding data whose SHA-256 is all zeros is beyond
 #: reach), so a hashmap naming it is always refused with 409 and never stored.
 PROBE_HASH = "0" * 64
@@ -149,7 +160,7 @@ class _Sealed:
 
     __slots__ = ("index", "digest", "length", "buf")
 
-    def __init__(self, index: int, digest: str, length: int, buf: bytearray | None) -> None:
+    def __init__(self, index: int, digest: str, length: int, buf: Buffer | None) -> None:
         self.index = index
         self.digest = digest
         self.length = length
@@ -177,7 +188,9 @@ class Sender:
         self._queue: collections.deque[_Sealed] = collections.deque()  # the service lacks
         self._present: set[str] = set()  # hashes the service has (answered, or sent)
         self._busy: set[str] = set()  # hashes queued or being sent
+        self._source_hashes: tuple[list[str] | None, set[str]] = (None, set())
         self._asking = False
+        self._batch = 1  # blocks the next question waits for (grows while all are present)
         self._posting = 0
         self._flushing = 0
         self._stopped = False
@@ -185,7 +198,7 @@ class Sender:
         self._idle = trio.Event()
         self._idle.set()
 
-    def offer(self, index: int, digest: str, length: int, buf: bytearray | None,
+    def offer(self, index: int, digest: str, length: int, buf: Buffer | None,
               lent: bool) -> None:
         """Block ``index`` hashes to ``digest``; the sender now owns ``buf`` (if any)."""
         entry = _Sealed(index, digest, length, buf)
@@ -195,6 +208,8 @@ class Sender:
                 digest in self._present or digest in self._busy or self._in_source(digest):
             self._release(entry)
             return
+        if self._batch > 1:  # known data so far: probably not sent, keep no buffer
+            self._release(entry)
         self._pending.append(entry)
         self._pump()
 
@@ -227,7 +242,11 @@ class Sender:
         """True if the version the file was opened from has this block (so does the
         service, unless that version went meanwhile: the commit's PUT will tell)."""
         hashes = self.of.src_hashes
-        return bool(hashes) and digest in hashes
+        if not hashes:
+            return False
+        if self._source_hashes[0] is not hashes:
+            self._source_hashes = (hashes, set(hashes))
+        return digest in self._source_hashes[1]
 
     def _release(self, entry: _Sealed) -> None:
         if entry.buf is not None:
@@ -247,8 +266,8 @@ class Sender:
         while self._queue and self._posting < self.parallel:
             self._posting += 1
             self.of._start_task(self._post, self._queue.popleft())
-        if self._pending and not self._asking and (
-                self._flushing or len(self._queue) < self.parallel):
+        if self._pending and not self._asking and (self._flushing or (
+                self._posting < self.parallel and len(self._pending) >= self._batch)):
             batch, self._pending = self._pending, []
             self._asking = True
             self.of._start_task(self._ask, batch)
@@ -274,6 +293,8 @@ class Sender:
             missing: set[str] = set()
             if hashes:
                 container, key = target
+                log.debug("%s/%s: asking which of %d blocks to send", container, key,
+                          len(hashes))
                 try:
                     result = await self.of.workers.http(_probe, self.of.pithos, container, key,
                                                         self.of.bs, hashes)
@@ -286,6 +307,7 @@ class Sender:
                     self._fail("asking for blocks", errors.Corrupted("hashmap accepted"))
                     return
                 missing = set(result.missing)
+                self._batch = 1 if missing - {PROBE_HASH} else min(2 * self._batch, MAX_BATCH)
             self._present.update(h for h in hashes if h not in missing)
             for entry in batch:
                 if entry.digest in missing and entry.digest not in self._busy:

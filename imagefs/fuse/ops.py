@@ -150,7 +150,7 @@ class Operations(pyfuse3.Operations):
     async def setattr(self, inode, attr, fields, fh, ctx):
         size = attr.st_size if fields.update_size else None
         mtime = attr.st_mtime_ns if fields.update_mtime else None
-        return self._entry(await self.fs.setattr(inode, size=size, mtime_ns=mtime))
+        return self._entry(await self.fs.setattr(inode, size=size, mtime_ns=mtime, fh=fh))
 
     @_boundary
     async def mkdir(self, parent_inode, name, mode, ctx):

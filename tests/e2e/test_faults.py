@@ -27,6 +27,7 @@ import itertools
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -257,11 +258,29 @@ def test_persistent_fault_on_a_new_file_leaves_nothing(box, tmp_path):
 def run_cp_errno(local: Path, target: Path) -> None:
     """``cp``, its failure turned into the OSError it reported (cp prints strerror)."""
     done = run("cp", str(local), str(target), check=False)
-    if done.returncode:
+    _raise_reported(done.returncode, done.stderr)
+
+
+def cp_or_kill(mount, local: Path, target: Path, timeout: float = 60) -> None:
+    """``run_cp_errno``, but a cp stuck in a write (uninterruptible, even by SIGKILL) is
+    freed by killing the daemon, and the test fails instead of hanging."""
+    cp = subprocess.Popen(["cp", str(local), str(target)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = cp.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        mount.proc.kill()
+        cp.communicate(timeout=30)
+        pytest.fail(f"cp hung for {timeout} s; the daemon was killed to free it")
+    _raise_reported(cp.returncode, err)
+
+
+def _raise_reported(returncode: int, stderr: str) -> None:
+    if returncode:
         for code in (errno.EIO, errno.ENOSPC, errno.EDQUOT):
-            if os.strerror(code) in done.stderr:
-                raise OSError(code, done.stderr.strip())
-        raise AssertionError(f"cp failed without a known errno: {done.stderr}")
+            if os.strerror(code) in stderr:
+                raise OSError(code, stderr.strip())
+        raise AssertionError(f"cp failed without a known errno: {stderr}")
 
 
 # --- reads ------------------------------------------------------------------------------
@@ -400,6 +419,11 @@ def test_full_cache_dir_is_enospc_and_leaves_no_spill(service, proxy, client,
             # A sequential copy fills the block buffers, then the spill file: close() fails.
             inject()
             expect_errno(errno.ENOSPC, run_cp_errno, big, c / "big.img")
+            # More than the buffers and the cache hold: write() fails, and never hangs
+            # (writers used to wait forever for a buffer whose hashing had failed).
+            inject()
+            huge = write_random(tmp_path / "huge.img", 24 * BLOCK)
+            expect_errno(errno.ENOSPC, cp_or_kill, mount, huge, c / "huge.img")
             # Writes that bypass the buffers (backwards) fail at write().
             inject()
             with open(c / "backwards.img", "wb") as out:
@@ -416,6 +440,7 @@ def test_full_cache_dir_is_enospc_and_leaves_no_spill(service, proxy, client,
             assert names_on_service(client, "f-full-cache") == {"small"}
             no_spill(spill)
             still_serving(mount, c / "small", small)
+            survived()
             survived()
 
             cache.resize(128)  # the user makes room
