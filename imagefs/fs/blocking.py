@@ -23,6 +23,7 @@ deadline.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -32,6 +33,9 @@ import trio
 from imagefs.errors import ImagefsError
 
 T = TypeVar("T")
+
+#: glibc's mallopt() parameter for the number of malloc heaps ("arenas").
+M_ARENA_MAX = -8
 
 
 class Workers:
@@ -53,6 +57,24 @@ class Workers:
     async def disk(self, fn: Callable[..., T], *args) -> T:
         """Run spill-file I/O in a thread."""
         return await trio.to_thread.run_sync(fn, *args, limiter=self.disk_limiter)
+
+
+def one_malloc_arena() -> None:
+    """Make every thread of this process allocate from one malloc heap (glibc).
+
+    glibc gives each new thread a heap of its own ("arena", up to eight per
+    core) and keeps what is freed there for that heap's next allocations.
+    The HTTP threads receive 4 MiB blocks that the trio thread frees later,
+    so each of them kept a few blocks' worth: the daemon's peak grew from
+    110 to 184 MiB after reading, for no speed (measured: one arena, same
+    CPU and throughput; the threads hold the GIL anyway whenever they
+    allocate). Call it early, before threads start; elsewhere than glibc it
+    does nothing.
+    """
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
+    except (OSError, AttributeError):
+        pass
 
 
 @contextlib.contextmanager

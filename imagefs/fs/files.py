@@ -26,14 +26,15 @@ its first write starts at the block's start (a sequential writer);
 otherwise writes go straight to the spill file, a sparse file in
 ``cache_dir/spill``. When a block's ``cov`` spans a full block it is
 "sealed" in the background: one thread hop writes the buffer to the spill
-file and hashes it, and the buffer goes on to ``upload.Sender``, which
-sends the block to the service while the file is still being written and
-then gives the buffer back. A writer that finds the pool empty waits for a
-buffer while some are out in that pipeline (so a fast writer runs at the
-speed of the upload, with memory bounded by the pool); only when every
-buffer sits in a partly written block does it write to the spill file
-instead. ``close()`` then starts from the blocks still unhashed, usually
-the last one, and usually finds every other block on the service already.
+file (past the page cache, ``_write_buffer``) and hashes it, and the buffer
+goes on to ``upload.Sender``, which sends the block to the service while
+the file is still being written and then gives the buffer back. A writer
+that finds the pool empty waits for a buffer while some are out in that
+pipeline (so a fast writer runs at the speed of the upload, with memory
+bounded by the pool); only when every buffer sits in a partly written block
+does it write to the spill file instead. ``close()`` then starts from the
+blocks still unhashed, usually the last one, and usually finds every other
+block on the service already.
 
 Invariants between awaits (all state changes on the trio thread):
 
@@ -41,6 +42,9 @@ Invariants between awaits (all state changes on the trio thread):
   bytes (write into the spill, materialize, seal, send), so a thread never
   sees a block change under it, and ``buf``/``cov``/``hash`` change only
   with the lock held;
+- a sealed block's buffer passes to the sender as a snapshot the block no
+  longer refers to (its bytes are in the spill file too): only the sender
+  reads it, then gives it back to the pool;
 - writes and truncates wait while an upload runs (``wait_commit``), and an
   upload waits for those already running (``wait_quiet``): the hashes being
   sent describe exactly the bytes in the spill file;

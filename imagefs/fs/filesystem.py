@@ -165,6 +165,7 @@ class Handle:
     reader: Reader | None = None
     content: bytes | None = None  # read-only: a sidecar or catalog entry as seen at open
     direct_io: bool = False  # content that changes without a write through the mount
+    created: bool = False  # made the file (its close stores it, even if read-only)
 
 
 @dataclass
@@ -1111,6 +1112,7 @@ class Filesystem:
         of.mark_new()
         fh = self._new_handle(node, (flags & os.O_ACCMODE) != os.O_RDONLY)
         self.handles[fh].direct_io = self._is_view_file(node)
+        self.handles[fh].created = True
         node.lookups += 1
         self.tree.listed(path, Entry(Kind.FILE))
         self.tree.forget_missing(path)
@@ -1269,10 +1271,10 @@ class Filesystem:
         handle = self._handle(fh)
         node = handle.node
         of = node.openfile
-        # A file not stored yet (even one made by open(O_RDONLY|O_CREAT)) exists once
-        # close() returns, so a reader's close stores it too.
+        # The file open(O_RDONLY|O_CREAT) made exists once that close() returns; other
+        # readers' closes store nothing (never a half-written file).
         if of is not None and of.dirty and not of.unlinked and \
-                (handle.writable or not node.stored):
+                (handle.writable or handle.created):
             await self._commit(node)
 
     async def fsync(self, fh: int) -> None:
@@ -1911,6 +1913,9 @@ class Filesystem:
             image = await self._image(node)
         elif attr.source is X.Source.OBJECT:
             obj = await self._object(node, need_meta=attr.field == "meta")
+            if obj is None and attr.field == "meta" and node.kind is Kind.FILE and \
+                    node.openfile is not None and not node.unlinked:
+                obj = self._pending_object(node)  # set before its upload: reads back
         elif attr.source is X.Source.CONTAINER:
             if node.kind is Kind.CONTAINER:
                 container = await self._container_info(node)
@@ -1935,7 +1940,11 @@ class Filesystem:
         obj = node.info if node.stored and isinstance(node.info, ObjectInfo) else None
         image = None if node.unlinked else \
             self.registry.cached_image_of(node.container, node.key, obj)
-        return X.names(image, obj=obj, error=self._error(node))
+        names = X.names(image, obj=obj, error=self._error(node))
+        if obj is None and node.openfile is not None and not node.unlinked:
+            # Not stored yet: the metadata set meanwhile waits for the upload.
+            names += [X.META_PREFIX + k for k in sorted(node.openfile.meta or ())]
+        return names
 
     async def list_xattrs(self, ino: int) -> list[str]:
         """``listxattr`` after at most one image listing per cache period (shared by

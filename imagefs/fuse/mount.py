@@ -345,11 +345,13 @@ def _serve(conn, plan: _Plan, ready) -> int:
     import pyfuse3
     import trio
 
+    from imagefs.fs.blocking import one_malloc_arena
     from imagefs.fs.filesystem import Filesystem
     from imagefs.fuse.ops import Operations
 
     if ready is not None:
         imagefs_log.setup(plan.log_level, plan.logfile)
+    one_malloc_arena()  # before any thread starts: bounded memory (see there)
     fs = Filesystem(conn, cache_dir=plan.cache_dir, cache_timeout=plan.cache_timeout)
     ops = Operations(fs)
     options = set(ops.fuse_options(plan.fsname)) | plan.fuse_options
