@@ -6,11 +6,14 @@ thread that runs them, so the filesystem runs them in worker threads with
 Three ``CapacityLimiter``s bound them:
 
 - ``http``: about the number of pooled connections (default 8). It also
-  bounds memory: a thread that sends a block reads it from the spill file
-  itself, so at most ``http`` blocks are in memory for uploads.
+  bounds memory: a thread that sends a block at close reads it from the
+  spill file itself, so at most ``http`` blocks are in memory for that.
 - ``cpu``: the core count, for hashing.
-- ``disk``: spill-file reads and writes that are not part of a hash or a
-  send (a random write that bypasses the block buffers, a truncate).
+- ``disk``: spill-file reads and writes (the copy of a sealed block, written
+  while another thread hashes it; a random write that bypasses the block
+  buffers, a truncate).
+
+``detach`` starts cleanup nobody waits for (closing a large spill file).
 
 Rules for the callables (s3ql 5.x's rule): they get plain values and return
 plain values; they never touch the filesystem's dicts or nodes. State shared
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -31,6 +36,8 @@ from typing import TypeVar
 import trio
 
 from imagefs.errors import ImagefsError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -57,6 +64,20 @@ class Workers:
     async def disk(self, fn: Callable[..., T], *args) -> T:
         """Run spill-file I/O in a thread."""
         return await trio.to_thread.run_sync(fn, *args, limiter=self.disk_limiter)
+
+    def detach(self, fn: Callable[..., object], *args) -> None:
+        """Run ``fn`` in a thread and do not wait for it (no checkpoint either, so the
+        caller's state changes stay atomic); a failure is logged."""
+        trio.lowlevel.start_thread_soon(functools.partial(fn, *args),
+                                        functools.partial(_log_failure, fn))
+
+
+def _log_failure(fn: Callable[..., object], result) -> None:
+    """The end of a ``detach``ed call (``result`` is trio's outcome of it)."""
+    try:
+        result.unwrap()
+    except Exception as exc:
+        log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
 
 
 def one_malloc_arena() -> None:

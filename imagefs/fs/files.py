@@ -25,16 +25,16 @@ Memory stays flat: a block gets a pooled buffer (``BufferPool``) only when
 its first write starts at the block's start (a sequential writer);
 otherwise writes go straight to the spill file, a sparse file in
 ``cache_dir/spill``. When a block's ``cov`` spans a full block it is
-"sealed" in the background: one thread hop writes the buffer to the spill
-file (past the page cache, ``_write_buffer``) and hashes it, and the buffer
-goes on to ``upload.Sender``, which sends the block to the service while
-the file is still being written and then gives the buffer back. A writer
-that finds the pool empty waits for a buffer while some are out in that
-pipeline (so a fast writer runs at the speed of the upload, with memory
-bounded by the pool); only when every buffer sits in a partly written block
-does it write to the spill file instead. ``close()`` then starts from the
-blocks still unhashed, usually the last one, and usually finds every other
-block on the service already.
+"sealed" in the background: two threads at once write the buffer to the
+spill file (past the page cache, ``_write_buffer``) and hash it, and the
+buffer goes on to ``upload.Sender``, which sends the block to the service
+while the file is still being written and then gives the buffer back. A
+writer that finds the pool empty waits for a buffer while some are out in
+that pipeline (so a fast writer runs at the speed of the upload, with
+memory bounded by the pool); only when every buffer sits in a partly
+written block does it write to the spill file instead. ``close()`` then
+starts from the blocks still unhashed, usually the last one, and usually
+finds every other block on the service already.
 
 Invariants between awaits (all state changes on the trio thread):
 
@@ -253,10 +253,9 @@ def _write_buffer(fd: int, direct: int, buf: memoryview, offset: int) -> None:
     _pwrite_all(fd, buf, offset)
 
 
-def _seal_buffer(fd: int, direct: int, buf: memoryview, offset: int, algorithm: str) -> str:
-    """Write a full buffer to the spill file and hash it: one thread hop per block."""
-    _write_buffer(fd, direct, buf, offset)
-    return block_hash(buf, algorithm)
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _hash_spill(fd: int, offset: int, length: int, algorithm: str) -> str:
@@ -626,10 +625,8 @@ class OpenFile:
             if not cov_covers(blk.cov, 0, length):
                 await self._materialize(i, blk)
             if blk.buf is not None:
-                fd = self._spill()
                 view = memoryview(blk.buf)[:length]
-                digest = await self.workers.cpu(_seal_buffer, fd, self._direct, view,
-                                                i * self.bs, self.algorithm)
+                digest = await self._hash_and_spill(view, i * self.bs)
                 view.release()
                 buf, lent = blk.buf, blk.lent
                 blk.buf, blk.lent = None, False
@@ -641,6 +638,21 @@ class OpenFile:
                 blk.hash = digest
                 self.sender.offer(i, digest, length, None, False)
             return digest
+
+    async def _hash_and_spill(self, view: memoryview, offset: int) -> str:
+        """Hash a block buffer and write it to the spill file, in two threads at once: the
+        write waits on the disk (``_write_buffer``) while the hash keeps a core busy."""
+        fd = self._spill()
+        digest: list[str] = []
+
+        async def hash_it() -> None:
+            digest.append(await self.workers.cpu(block_hash, view, self.algorithm))
+
+        with one_error():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hash_it)
+                await self.workers.disk(_write_buffer, fd, self._direct, view, offset)
+        return digest[0]
 
     async def source_hashes(self) -> list[str]:
         """The source's hashmap (fetched once, for the version opened)."""
@@ -792,16 +804,16 @@ class OpenFile:
                 self._release(blk)
             self.blocks.clear()
             self._closed = True
-            if self._direct >= 0:
-                os.close(self._direct)
-                self._direct = -1
             if self._fd is not None:
-                fd, self._fd = self._fd, None
-                os.close(fd)
+                fds = [self._fd] + ([self._direct] if self._direct >= 0 else [])
+                self._fd, self._direct = None, -1
                 try:
                     os.unlink(self.spill_path)
                 except FileNotFoundError:
                     pass
+                # The last close frees the file's extents, which takes a while for a
+                # large one (0.4 s for 1 GiB): in a thread, nothing waits for it.
+                self.workers.detach(_close_all, fds)
 
     def hashed_bytes(self) -> int:
         """Bytes whose block hash is already known (for status)."""

@@ -351,7 +351,7 @@ class Filesystem:
                 hashed = of.hashed_bytes()
                 since = of.changed_at or time.time()
                 uploads.append({"path": "/" + node.path, "state": "writing",
-                                "hashed": hashed, "sent": 0, "total": of.size,
+                                "hashed": hashed, "sent": of.sender.sent, "total": of.size,
                                 "rate": round(hashed / max(time.time() - since, 1e-6)),
                                 "started": since})
         uploads.sort(key=lambda u: u["path"])
@@ -1005,7 +1005,8 @@ class Filesystem:
 
     async def _check_empty(self, node: Node) -> None:
         """ContainerNotEmpty (ENOTEMPTY) unless directory ``node`` holds nothing."""
-        if self._local_children(node):
+        if self._local_children(node) or \
+                self.registry.keeps_below(node.container, node.key):
             raise errors.ContainerNotEmpty(f"/{node.path}: directory not empty")
         if node.kind is Kind.DIR:
             marker = node.key + "/"
@@ -1717,7 +1718,7 @@ class Filesystem:
                           self._expiry())
         self.tree.listed(new_path, Entry(Kind.FILE, node.info if node.stored else None))
         self._follow_move(node, version)
-        await self._moved(old_path, new_path)
+        await self._moved(old_path, new_path, replaced=target_stored)
 
     async def _moved_already(self, node: Node, container: str, key: str) -> int | None:
         """After a move answered 404: the version at ``key`` if an earlier attempt of
@@ -1782,7 +1783,7 @@ class Filesystem:
                 self._follow_move(n, None)
         await self._moved(old_path, new_path)
 
-    async def _moved(self, old_path: str, new_path: str) -> None:
+    async def _moved(self, old_path: str, new_path: str, *, replaced: bool = False) -> None:
         """A file or directory moved on the service: images keep their id and
         registration (the store's move keeps the object), are made public again if
         they were, and stored sidecars follow their file. A sidecar moving is not an
@@ -1807,7 +1808,8 @@ class Filesystem:
                 except errors.NotFound:
                     stored = False
             info = node.info if isinstance(node.info, ObjectInfo) else None
-            await self.registry.object_moved(c1, k1, c2, k2, info, sidecar_stored=stored)
+            await self.registry.object_moved(c1, k1, c2, k2, info, sidecar_stored=stored,
+                                             replaced=replaced)
         except errors.ImagefsError as exc:
             log.warning("/%s moved to /%s, but its image did not follow: %s", old_path,
                         new_path, exc)
@@ -1860,7 +1862,7 @@ class Filesystem:
         """The stored object of a file, HEADed if the cache cannot answer (None for a
         sidecar no object holds, and for the mount's own entries)."""
         if node.kind is not Kind.FILE or not node.stored or node.unlinked or \
-                place_of(node.path) is not None:
+                place_of(node.path) is not None or self._pending(node):
             return None
         info = node.info
         # After our own upload the uuid is not known yet (the PUT does not say it).
@@ -1878,6 +1880,13 @@ class Filesystem:
             if not self._local(node):
                 node.remember(info, self._expiry())
         return info
+
+    def _pending(self, node: Node) -> bool:
+        """The object at the file's name is not its content yet: made and never stored,
+        or a new file renamed over a stored one. Its metadata waits in its OpenFile for
+        the upload (attributes read and change it there)."""
+        of = node.openfile
+        return of is not None and not node.unlinked and (not node.stored or of.source is None)
 
     async def _image(self, node: Node):
         """The registration of a file's object (None: not an image)."""
@@ -1937,7 +1946,8 @@ class Filesystem:
             return X.names(None, is_container=True)
         if node.kind is not Kind.FILE:
             return []
-        obj = node.info if node.stored and isinstance(node.info, ObjectInfo) else None
+        obj = node.info if node.stored and isinstance(node.info, ObjectInfo) and \
+            not self._pending(node) else None
         image = None if node.unlinked else \
             self.registry.cached_image_of(node.container, node.key, obj)
         names = X.names(image, obj=obj, error=self._error(node))
@@ -2027,7 +2037,7 @@ class Filesystem:
                                   node.expires)
             return
         of = node.openfile
-        if not node.stored:
+        if not node.stored or self._pending(node):
             if change.public is not None:
                 raise errors.Unsupported(
                     f"/{node.path}: publish the file once it is stored (after close)")

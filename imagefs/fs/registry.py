@@ -231,6 +231,12 @@ class Registry:
         return [name for c, name in self._refused
                 if c == container and parent_of(name) == directory]
 
+    def keeps_below(self, container: str, directory: str) -> bool:
+        """A refused text is kept anywhere below ``directory`` ("" = the whole
+        container): the directory shows it, so it is not empty."""
+        prefix = directory + "/" if directory else ""
+        return any(c == container and name.startswith(prefix) for c, name in self._refused)
+
     def is_own(self, image: Image | None) -> bool:
         """True for the user's own image (or no image at all)."""
         return image is None or image.owner == self._me
@@ -490,7 +496,7 @@ class Registry:
 
     async def object_moved(self, src_container: str, src: str, dst_container: str, dst: str,
                            info: ObjectInfo | None = None, *,
-                           sidecar_stored: bool | None = None) -> None:
+                           sidecar_stored: bool | None = None, replaced: bool = False) -> None:
         """After a server-side move of the file ``src`` to ``dst`` (``info``: its new HEAD).
 
         The image keeps its id and registration; it is made public again if
@@ -510,7 +516,7 @@ class Registry:
         if image is None:
             image = self.images.at(src_container, src)
         if image is not None:
-            await self._follow(image, dst_container, dst)
+            await self._follow(image, dst_container, dst, replaced=replaced)
         if sidecar_stored is not False:
             try:
                 await self._http(self._conn.pithos.move, src_container, src_side,
@@ -534,9 +540,20 @@ class Registry:
         for path, image in self.images.own_under(src_container, src_prefix):
             await self._follow(image, dst_container, dst_prefix + path[len(src_prefix):])
 
-    async def _follow(self, image: Image, container: str, path: str) -> None:
+    async def _follow(self, image: Image, container: str, path: str, *,
+                      replaced: bool = False) -> None:
+        """The image moved to ``container/path``; it keeps its public status. The store's
+        grants stay with the path: over a ``replaced`` object, a private image would
+        take the old object's public grant, so it is made private again."""
         image = dataclasses.replace(image, location=H.location(self._me, container, path))
-        if image.is_public:
+        if replaced and not image.is_public:
+            try:
+                image = await self._http(self._conn.plankton.update, image.id,
+                                         is_public=False)
+            except errors.ImagefsError as exc:
+                log.warning("%s/%s: moved over another file, but could not keep the image "
+                            "private: %s", container, path, exc)
+        elif image.is_public:
             try:
                 image = await self._http(self._conn.plankton.update, image.id, is_public=True)
             except errors.ImagefsError as exc:

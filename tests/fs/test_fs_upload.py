@@ -31,9 +31,10 @@ def pattern(size: int, seed: int) -> bytes:
 
 async def until(condition, what: str) -> None:
     """Wait for ``condition()`` (generously: the machine may be busy)."""
-    with trio.fail_after(60):
+    with trio.move_on_after(60) as scope:
         while not condition():
             await trio.sleep(0.02)
+    assert not scope.cancelled_caught, f"never happened: {what}"
 
 
 @pytest.fixture

@@ -4,7 +4,10 @@
 session's service, as the end-to-end tier does (its helpers are reused from
 ``tests/e2e/e2e_util.py``), once per module. ``harness`` gives a test a
 ``Harness`` over two fresh containers. The terminal summary says how many
-operations the model tier ran.
+operations the model tier ran, and what they answered.
+
+``IMAGEFS_MODEL_VERBOSE=1`` mounts with ``-v`` (a DEBUG daemon log);
+``IMAGEFS_MODEL_TRACE=1`` prints each run's operations (with ``-s``).
 """
 
 from __future__ import annotations

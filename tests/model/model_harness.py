@@ -3,11 +3,15 @@
 ``Harness.do(op)`` performs ``op`` with plain syscalls on the real mount
 (``Real``) and on the ``Reference``, asserts that both gave the same errno,
 then compares everything the op could have changed (``check``): every
-directory's ``os.listdir``, every entry's type and size, the contents and
-object metadata of the files it touched, and what each open descriptor
-reads. ``check_service`` compares the containers on the service, read
-through the client, with the reference: the same objects with the same
-bytes and metadata, directory markers only for directories, nothing else.
+directory's ``os.listdir`` (sidecars included, ``.images``/``.versions``
+never), every entry's type and size, the contents and object metadata of the
+files it touched, what their sidecars show (the registration, a refused
+text) and ``user.image.name``, and what each open descriptor reads. Every
+``SERVICE_EVERY`` operations and at the end every file is compared, and
+``check_service`` compares the containers on the service, read through the
+client, with the reference: the same objects with the same bytes and
+metadata, directory markers only for directories, and the image service's
+registrations of exactly the registered files, with their fields.
 
 A failure message ends with the operations so far, written as Python, ready
 to become a ``test_regression_*``.
@@ -237,12 +241,12 @@ class Harness:
                         f"{errname(got)}")
             try:
                 self.check(op)
+                if len(self.history) % SERVICE_EVERY == 0:
+                    self.check_all(f"after {op!r}")
             except OSError as exc:
                 self.expect(False, f"after {op!r}: comparing failed: {exc!r}")
-            if len(self.history) % SERVICE_EVERY == 0:
-                self.check_all(f"after {op!r}")
-                if not self.ref.handles:
-                    self.check_service()
+            if len(self.history) % SERVICE_EVERY == 0 and not self.ref.handles:
+                self.check_service()
         except BaseException:
             self.broken = True
             raise
@@ -265,7 +269,10 @@ class Harness:
         for slot in sorted(self.ref.handles):
             self.do(HClose(slot))
         try:
-            self.check_all("at the end")
+            try:
+                self.check_all("at the end")
+            except OSError as exc:
+                self.expect(False, f"at the end: comparing failed: {exc!r}")
             self.check_service()
         except Exception:
             self.broken = True

@@ -1,12 +1,18 @@
 """The reference: what a POSIX filesystem would do with the same operations.
 
 ``Reference`` keeps the tree of the test's containers in memory (paths to
-inode numbers or ``DIR``, inodes to bytes and object metadata, open handles
-to inodes) and predicts the errno of each operation the way Linux's VFS
-orders its checks (``do_renameat2``, ``may_delete``), then applies it. It
-knows nothing about the store: what the service must hold is derived from it
-(``files_of``), since with no descriptor open every file's last content is
-stored.
+inode numbers or ``DIR``, inodes to bytes, object metadata and image
+registration, open handles to inodes) and predicts the errno of each
+operation the way Linux's VFS orders its checks (``do_renameat2``,
+``may_delete``), then applies it. What the service must hold follows from it:
+with no descriptor open, every file's last content is stored.
+
+Beyond POSIX it knows the mount's documented rules (docs/semantics-files.md,
+docs/semantics-images.md): ``X.meta`` shows the registration of a registered
+``X``, a refused text until it is fixed or deleted, or a stored metafile
+(which stays, stale, when ``X`` goes and follows ``X`` when it moves); a
+``truncate`` by path is stored at once unless a writer is open; a file being
+written (changed and not stored yet) refuses ``user.image.*`` with EBUSY.
 
 Operations are small dataclasses (``Op``) whose repr is the Python that
 builds them, so a shrunk counterexample pastes into ``test_regressions.py``
@@ -95,6 +101,7 @@ class Inode:
 class Handle:
     ino: int
     writable: bool
+    created: bool = False  # its open made the file: its close stores it
 
 
 class Reference:
@@ -193,6 +200,11 @@ class Reference:
             if ino not in self.open_inodes():
                 del self.inodes[ino]
 
+    def _stored(self, path: str) -> None:
+        """A close (or a truncate by path) stored everything, other writers' changes too."""
+        self.inode(path).dirty = False
+        self.inode(path).stored = True
+
     # -- files -------------------------------------------------------------------------
 
     def op_create(self, path: str, data: D) -> int:
@@ -203,7 +215,7 @@ class Reference:
             return errno.EISDIR
         if self.is_file(path):
             self.inode(path).data[:] = data.bytes()  # same inode: metadata stays
-            self.inode(path).dirty = False  # its close stored what other writers wrote too
+            self._stored(path)
         else:
             self.tree[path] = self._new_inode(data.bytes())
         return 0
@@ -212,14 +224,14 @@ class Reference:
         if err := self._file(path):
             return err
         _write(self.inode(path).data, offset, data.bytes())
-        self.inode(path).dirty = False
+        self._stored(path)
         return 0
 
     def op_append(self, path: str, data: D) -> int:
         if err := self._file(path):
             return err
         self.inode(path).data.extend(data.bytes())
-        self.inode(path).dirty = False
+        self._stored(path)
         return 0
 
     def op_truncate(self, path: str, size: int) -> int:
@@ -227,7 +239,10 @@ class Reference:
             return err
         _truncate(self.inode(path).data, size)
         # Stored at once, unless a writer is open: its close stores it.
-        self.inode(path).dirty = self.writers(self.tree[path])
+        if self.writers(self.tree[path]):
+            self.inode(path).dirty = True
+        else:
+            self._stored(path)
         return 0
 
     def op_unlink(self, path: str) -> int:
@@ -296,7 +311,7 @@ class Reference:
 
     def op_setmeta(self, path: str, key: str, value: str) -> int:
         if err := self._file(path):
-            return errno.ENOENT if err == errno.ENOENT else _meta_errno(self, path, err)
+            return _meta_errno(err)
         meta = self.inode(path).meta
         if value:
             meta[meta_key(key)] = value
@@ -306,7 +321,7 @@ class Reference:
 
     def op_removemeta(self, path: str, key: str) -> int:
         if err := self._file(path):
-            return errno.ENOENT if err == errno.ENOENT else _meta_errno(self, path, err)
+            return _meta_errno(err)
         meta = self.inode(path).meta
         if meta_key(key) not in meta:
             return errno.ENODATA
@@ -412,7 +427,8 @@ class Reference:
             if not writable:
                 raise ValueError("read-only opens of directories are not generated")
             return errno.EISDIR
-        if not self.is_file(path):
+        created = not self.is_file(path)
+        if created:
             if not create:
                 return errno.ENOENT
             self.tree[path] = self._new_inode()
@@ -420,7 +436,7 @@ class Reference:
         if trunc and writable:
             self.inode(path).data.clear()
             self.inode(path).dirty = True
-        self.handles[slot] = Handle(self.tree[path], writable)
+        self.handles[slot] = Handle(self.tree[path], writable, created)
         return 0
 
     def op_hwrite(self, slot: int, offset: int, data: D) -> int:
@@ -446,15 +462,17 @@ class Reference:
     def op_hclose(self, slot: int) -> int:
         handle = self.handles.pop(slot)
         inode = self.inodes[handle.ino]
-        if handle.writable or not inode.stored:
-            inode.dirty = False  # a writer's close stores every change (so does the first)
-        inode.stored = True
+        if handle.writable or handle.created:
+            # A writer's close stores every change; so does the close of the open that
+            # made the file. A reader's close stores nothing (never a half-written file).
+            inode.dirty = False
+            inode.stored = True
         if handle.ino not in self.open_inodes() and handle.ino not in self.tree.values():
             del self.inodes[handle.ino]
         return 0
 
 
-def _meta_errno(ref: Reference, path: str, err: int) -> int:
+def _meta_errno(err: int) -> int:
     """Object metadata of a directory: the store keeps none (EOPNOTSUPP on write)."""
     return errno.EOPNOTSUPP if err == errno.EISDIR else err
 

@@ -1,13 +1,18 @@
-"""Random sequences of file and directory operations on the mount, against the reference.
+"""Random sequences of file, directory and image operations on the mount, against the
+reference.
 
-Hypothesis draws the operations (``MountMachine``: one rule per ``Op``); the
-harness performs each on the mount and on the reference and compares
-after every one (errno, listings, sizes, contents, metadata, open
+Hypothesis draws the operations (``MountMachine``: one rule per ``Op``): create,
+write at offsets (rarely across the 4 MiB block boundary), append, truncate,
+unlink, mkdir, rmdir, rename of files and directories within and across two
+containers, ``user.pithos.meta.*``, sidecar writes (valid and refused) and
+deletes, ``user.image.*``, and descriptors kept open across other operations.
+The harness performs each on the mount and on the reference and compares
+after every one (errno, listings, sizes, contents, metadata, sidecars, open
 descriptors), and with the service every ``SERVICE_EVERY`` operations and at
 the end of each run. Paths are drawn mostly from what exists (or a new name
 in an existing directory) over a small pool of names, so that operations
 collide: a file where a directory is wanted, a rename onto a non-empty
-directory, into itself, across containers.
+directory, into itself, over an image.
 
 Batches of examples run until at least ``IMAGEFS_MODEL_OPS`` operations (2000 by
 default) were performed and ``IMAGEFS_MODEL_SECONDS`` (60) have passed, so a
