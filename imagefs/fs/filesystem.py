@@ -229,6 +229,14 @@ class MetaBatch:
                 nursery.start_soon(worker)
 
 
+def _write_only(flags: int) -> bool:
+    """An O_WRONLY descriptor (``cp``'s target) cannot be mapped nor read, so the kernel
+    may pass its writes straight through: filling page cache that nobody reads costs
+    more than the copy itself on this machine (perf: 2.7 s of a 1 GiB ``cp`` in
+    ``copy_folio_from_iter_atomic``)."""
+    return flags & os.O_ACCMODE == os.O_WRONLY
+
+
 class Filesystem:
     """See the module docstring. Construct anywhere, ``start`` inside trio."""
 
@@ -1112,7 +1120,7 @@ class Filesystem:
                             meta={}, content_type=OCTET_STREAM, mtime_ns=time.time_ns())
         of.mark_new()
         fh = self._new_handle(node, (flags & os.O_ACCMODE) != os.O_RDONLY)
-        self.handles[fh].direct_io = self._is_view_file(node)
+        self.handles[fh].direct_io = self._is_view_file(node) or _write_only(flags)
         self.handles[fh].created = True
         node.lookups += 1
         self.tree.listed(path, Entry(Kind.FILE))
@@ -1196,7 +1204,9 @@ class Filesystem:
                 await of.truncate(0)
         elif node.info is None and node.openfile is None:
             await self._refresh_file(node)
-        return self._new_handle(node, writable)
+        fh = self._new_handle(node, writable)
+        self.handles[fh].direct_io = _write_only(flags)
+        return fh
 
     async def _open_shown(self, node: Node, place: Place | None, writable: bool,
                           flags: int) -> int:
@@ -1903,6 +1913,7 @@ class Filesystem:
 
     async def getxattr(self, ino: int, name: str) -> bytes:
         node = self.tree.get(ino)
+        X.check_namespace(name)
         if node.kind is Kind.ROOT:
             if name == STATUS_XATTR:
                 return json.dumps(self.status()).encode()

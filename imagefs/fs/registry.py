@@ -601,8 +601,9 @@ class Registry:
                        attr: str) -> bytes:
         """The value of ``attr``; NoSuchAttribute (ENODATA) when absent.
 
-        Unknown names and other namespaces answer without a request.
+        Unknown names and other namespaces (EOPNOTSUPP) answer without a request.
         """
+        xattrs.check_namespace(attr)
         kind = xattrs.classify(attr)
         source = kind.source
         if source is xattrs.Source.NONE:

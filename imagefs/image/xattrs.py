@@ -13,11 +13,15 @@ Three namespaces carry meaning (behaviour.md §5 "Extended attributes"):
   a container's directory, ``versioning``, ``quota`` and ``usage``.
 - ``user.imagefs.error``: on a sidecar, why the last write of it was refused.
 
-Every other name (``security.*``, ``system.posix_acl_*``, ``trusted.*``,
-other ``user.*``, unknown names in the three namespaces) is answered at once,
-without a request: ENODATA on read, EOPNOTSUPP on write. ``ls -l`` probes
-``security.selinux`` and ``system.posix_acl_access`` on every file, and
-``cp -a`` treats EOPNOTSUPP quietly, so these must cost nothing.
+Every other name is answered at once, without a request. Other ``user.*``
+names and unknown names in the three namespaces: ENODATA on read,
+EOPNOTSUPP on write. Other namespaces (``security.*``,
+``system.posix_acl_*``, ``trusted.*``): EOPNOTSUPP on read too, since the
+mount keeps no labels and no ACLs. That is also what makes ``ls -l`` fast:
+it probes ``security.selinux`` and ``system.posix_acl_access`` on every file,
+but coreutils remembers a device that answered EOPNOTSUPP and stops asking
+(measured: 20,000 probes, 1.3 s of a 1.5 s ``ls -l`` of 10,000 files, with
+ENODATA). ``cp -a`` and ``rsync -AX`` treat EOPNOTSUPP quietly.
 
 The filesystem asks ``classify(name).source`` what it must fetch (the image,
 the object's HEAD, the container's HEAD, nothing), then calls ``get`` for
@@ -45,6 +49,7 @@ from imagefs.image.metafile import (
 from imagefs.protocol import names as limits
 from imagefs.protocol.headers import normalize_meta_key
 
+USER_PREFIX = "user."
 IMAGE_PREFIX = "user.image."
 PROPERTY_PREFIX = "user.image.properties."
 PITHOS_PREFIX = "user.pithos."
@@ -182,9 +187,17 @@ def names(image: Image | None, *, is_container: bool = False, obj: ObjectInfo | 
     return [n for n in out if len(n.encode("utf-8", "replace")) <= XATTR_NAME_MAX]
 
 
+def check_namespace(name: str) -> None:
+    """``Unsupported`` (EOPNOTSUPP) unless ``name`` is in ``user.``, the one namespace
+    the mount keeps."""
+    if not name.startswith(USER_PREFIX):
+        raise Unsupported(f"{name}: imagefs keeps only user.* attributes")
+
+
 def get(image: Image | None, name: str, *, obj: ObjectInfo | None = None,
         container: ContainerInfo | None = None, error: str | None = None) -> bytes:
-    """The value of ``name``, or ``NoSuchAttribute`` (ENODATA).
+    """The value of ``name``, or ``NoSuchAttribute`` (ENODATA); ``Unsupported`` outside
+    ``user.*`` (``check_namespace``).
 
     Pass what ``classify(name).source`` asks for; what is None does not
     exist (no image: no ``user.image.*``). ``is-public`` reads ``true`` or
@@ -192,6 +205,7 @@ def get(image: Image | None, name: str, *, obj: ObjectInfo | None = None,
     only while the object is published; ``quota`` ``0`` means unlimited.
     ``obj.meta`` must be known (a HEAD) to read ``user.pithos.meta.KEY``.
     """
+    check_namespace(name)
     attr = classify(name)
     value = _value(attr, image, obj, container, error)
     if value is None:

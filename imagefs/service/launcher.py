@@ -179,6 +179,20 @@ class RunningService:
         """``http://127.0.0.1:PORT``."""
         return self.url.split("/identity/")[0]
 
+    def pids(self) -> list[int]:
+        """The service's processes (gunicorn's arbiter and workers), for measuring them."""
+        out, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        todo.extend(int(c) for c in f.read().split())
+            except OSError:  # gone meanwhile
+                pass
+        return out
+
 
 def _drain_stdout(proc: subprocess.Popen, lines: list[str], ready: threading.Event
                   ) -> threading.Thread:

@@ -31,7 +31,7 @@ async def test_errors_become_errnos(ops, vfs, fresh):
         await ops.read(12345, 0, 10)
     assert exc.value.errno == errno.EBADF
     with pytest.raises(pyfuse3.FUSEError) as exc:
-        await ops.getxattr(ROOT_INODE, b"security.selinux", None)
+        await ops.getxattr(ROOT_INODE, b"user.nothing", None)
     assert exc.value.errno == pyfuse3.ENOATTR
 
 

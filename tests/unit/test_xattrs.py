@@ -52,9 +52,9 @@ DIRECTORY = ObjectInfo(**{**OBJ.__dict__, "name": "images", "size": 0,
 CONTAINER = ContainerInfo(name="pithos", count=3, bytes_used=1234, versioning="auto", quota=0)
 
 FIXED = ["id", "owner", "location", "checksum", "size", "created-at", "updated-at", "deleted-at"]
-FOREIGN = ["security.selinux", "security.capability", "system.posix_acl_access",
-           "system.posix_acl_default", "system.nfs4_acl", "trusted.overlay.opaque",
-           "user.xdg.origin.url", "user.foo", "user.image.foo", "user.image.", "user.image",
+OTHER_NAMESPACES = ["security.selinux", "security.capability", "system.posix_acl_access",
+                    "system.posix_acl_default", "system.nfs4_acl", "trusted.overlay.opaque"]
+FOREIGN = OTHER_NAMESPACES + ["user.xdg.origin.url", "user.foo", "user.image.foo", "user.image.", "user.image",
            "user.image.properties.", "user.pithos.foo", "user.pithos.meta.", "user.imagefs.foo"]
 
 
@@ -218,7 +218,15 @@ GET_ABSENT = [
     ("user.pithos.hash", IMAGE, None, None),  # catalog entry: no object
     ("user.pithos.versioning", IMAGE, OBJ, None),  # a file is no container
     ("user.imagefs.error", None, OBJ, None),
-] + [(name, IMAGE, OBJ, "e") for name in FOREIGN]
+] + [(name, IMAGE, OBJ, "e") for name in FOREIGN if name not in OTHER_NAMESPACES]
+
+
+@pytest.mark.parametrize("name", OTHER_NAMESPACES)
+def test_get_other_namespace_is_eopnotsupp(name):
+    """Not ENODATA: ``ls -l`` stops probing a device that answers EOPNOTSUPP."""
+    with pytest.raises(Unsupported) as info:
+        xattrs.get(IMAGE, name, obj=OBJ, error="e")
+    assert to_errno(info.value) == errno.EOPNOTSUPP
 
 
 @pytest.mark.parametrize("name, image, obj, error", GET_ABSENT,
