@@ -20,6 +20,10 @@ class ImagefsError(Exception):
 
     errno = errno.EIO
     log_level = logging.WARNING
+    #: Set by the client (``client.http``) on the answer to a retry after an attempt
+    #: whose answer was lost: that attempt may have been applied, so a 404 or "exists"
+    #: may be this very request's own earlier success. See ``after_lost_reply``.
+    after_lost_reply = False
 
     def __init__(self, message: str = "", *, detail: str = "") -> None:
         super().__init__(message or self.__class__.__doc__ or self.__class__.__name__)
@@ -198,6 +202,15 @@ class Corrupted(ImagefsError):
     """Data that does not match its hash."""
 
     errno = errno.EIO
+
+
+def after_lost_reply(answer: object) -> bool:
+    """Whether ``answer`` (a failure, or a reply of the client) answers a retry of a
+    request an earlier attempt of which may have gone through, its answer lost (a
+    connection broken or timed out after the request was sent). A non-idempotent
+    operation (create, delete, move) then checks the state before reporting the
+    failure: what it asked for may be done, by itself."""
+    return bool(getattr(answer, "after_lost_reply", False))
 
 
 def to_errno(exc: BaseException) -> int:

@@ -9,17 +9,29 @@ off. Transient failures (5xx but 501/505/507, 408, 429, refused or dropped
 connections, timeouts) are retried with exponential back-off and jitter
 until ``deadline`` seconds have passed, then ``ServiceUnavailable``.
 ``raise_for_status`` is the only status -> exception table of imagefs.
+
+A retry after an attempt whose answer was lost (the connection broke or
+timed out once the request was out) may find that attempt's work done: the
+retry of a container PUT answers "exists", of a DELETE or a move 404. The
+client cannot tell that from someone else's doing, the caller can (it knows
+what it wanted): such an answer, reply or failure, is marked
+``after_lost_reply`` (``errors.after_lost_reply``) and the caller checks.
+``retries_until`` lets a caller that already waited for the service make the
+next requests give up sooner (an upload's commit after its blocks ran out of
+retries).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -63,6 +75,10 @@ _STATUS_EXCEPTIONS: dict[int, type[errors.ImagefsError]] = {
     505: errors.Unsupported,
     507: errors.StorageFull,
 }
+
+#: When set, a ``time.monotonic()`` at which retries stop (see ``retries_until``).
+_RETRY_UNTIL: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "imagefs_retry_until", default=None)
 
 TRANSPORT_ERRORS = (
     requests.ConnectionError,
@@ -148,6 +164,39 @@ def raise_for_status(resp: requests.Response, expected: Iterable[int] = (200,)
     raise exc
 
 
+@contextlib.contextmanager
+def retries_until(when: float | None) -> Iterator[None]:
+    """Requests made in this block (and in the threads and trio tasks it starts, which
+    copy the context) retry only until ``when`` (``time.monotonic()``; None: as usual).
+    Each still makes its first attempt."""
+    token = _RETRY_UNTIL.set(when)
+    try:
+        yield
+    finally:
+        _RETRY_UNTIL.reset(token)
+
+
+def _maybe_applied(exc: BaseException) -> bool:
+    """Whether a failed attempt may have reached the service and been applied, its
+    answer lost. Not a refused or timed-out connect (nothing was sent), not an error
+    status (the service answered; it applies a request whole or not at all), but a
+    gateway's 502 or 504 (the service behind it may have done the work)."""
+    if isinstance(exc, errors.ImagefsError):
+        if getattr(exc, "status", None) in (502, 504):
+            return True
+        if exc.__cause__ is None:  # a status, or a transport error wrapped by the caller
+            return False
+        exc = exc.__cause__
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps it
+        if isinstance(reason, urllib3.exceptions.NewConnectionError):
+            return False
+    return isinstance(exc, TRANSPORT_ERRORS)
+
+
 class _Adapter(HTTPAdapter):
     """HTTPAdapter whose connections send bodies in 1 MiB pieces (perf-baseline §5)."""
 
@@ -210,18 +259,34 @@ class Http:
     def retrying(self, attempt: Callable[[], T], *, what: str = "request",
                  deadline: float | None = None) -> T:
         """Run ``attempt`` until it does not raise ``Transient`` (or a transport error),
-        backing off exponentially with jitter; ``ServiceUnavailable`` after ``deadline``."""
+        backing off exponentially with jitter; ``ServiceUnavailable`` after ``deadline``
+        (or sooner, see ``retries_until``). After an attempt that may have been applied,
+        the final answer (a ``Response`` or an ``ImagefsError``) is marked
+        ``after_lost_reply``."""
         limit = self.deadline if deadline is None else deadline
         start = time.monotonic()
+        until = _RETRY_UNTIL.get()
+        if until is not None:
+            limit = min(limit, until - start)
         tries = 0
+        lost = False  # an earlier attempt may have been applied, its answer lost
         while True:
             tries += 1
             try:
-                return attempt()
+                result = attempt()
             except errors.Transient as exc:
                 last: BaseException = exc
             except TRANSPORT_ERRORS as exc:
                 last = exc
+            except errors.ImagefsError as exc:
+                if lost:
+                    exc.after_lost_reply = True
+                raise
+            else:
+                if lost and isinstance(result, requests.Response):
+                    result.after_lost_reply = True  # type: ignore[attr-defined]
+                return result
+            lost = lost or _maybe_applied(last)
             elapsed = time.monotonic() - start
             pause = min(_BACKOFF_MAX, _BACKOFF_FIRST * (2 ** (tries - 1)))
             pause *= 0.5 + random.random() / 2
@@ -229,9 +294,11 @@ class Http:
             if retry_after:
                 pause = max(pause, retry_after)
             if elapsed + pause > limit:
-                raise errors.ServiceUnavailable(
+                failure = errors.ServiceUnavailable(
                     f"{what}: service unavailable after {tries} attempt(s) in {elapsed:.1f}s: "
-                    f"{_describe(last)}") from last
+                    f"{_describe(last)}")
+                failure.after_lost_reply = lost
+                raise failure from last
             if tries == 1:
                 log.warning("%s: %s; retrying for up to %.0fs", what, _describe(last), limit)
             else:

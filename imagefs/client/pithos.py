@@ -211,13 +211,15 @@ class Pithos:
         return params
 
     def create_container(self, container: str, *, versioning: str | None = None) -> bool:
-        """Create ``container``; False if it existed (its policy is then updated)."""
+        """Create ``container``; False if it existed (its policy is then updated). An
+        "exists" answered to a retry after a lost answer is our own first attempt's
+        doing (``errors.after_lost_reply``): True."""
         headers = {}
         if versioning is not None:
             headers["X-Container-Policy-Versioning"] = versioning
         resp = self.http.request("PUT", self.container_url(container), expected=(201, 202),
                                  headers=headers)
-        return resp.status_code == 201
+        return resp.status_code == 201 or errors.after_lost_reply(resp)
 
     def delete_container(self, container: str) -> None:
         """Delete an empty container (ContainerNotEmpty otherwise)."""

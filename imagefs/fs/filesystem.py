@@ -64,6 +64,7 @@ import trio
 from imagefs import BLOCK_HASH, BLOCK_SIZE, errors
 from imagefs.client.models import AccountInfo, ContainerInfo, ObjectInfo, Subdir
 from imagefs.config import make_private_dir
+from imagefs.fs import journal
 from imagefs.fs.blocking import Workers
 from imagefs.fs.catalog import VersionEntry
 from imagefs.fs.files import BufferPool, OpenFile, Source
@@ -267,6 +268,8 @@ class Filesystem:
         self._errors = 0
         self._nursery: trio.Nursery | None = None
         self._background: trio.CancelScope | None = None
+        self._owner: journal.OwnerLock | None = None  # held from start to close
+        self.journal: journal.Journal | None = None
         self._closed = False
         #: Called with (parent inode, name) when an entry the kernel may cache changed
         #: behind its back; ``fuse.ops`` sets it to pyfuse3.invalidate_entry_async.
@@ -275,13 +278,24 @@ class Filesystem:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the limiters and the background nursery (inside trio)."""
+        """Create the limiters and the background nursery (inside trio); take this mount's
+        lock, then clean up after mounts that ended (spill files) or crashed (intents,
+        ``fs.journal``)."""
         self.workers = Workers(http=self.http_threads)
-        self.registry = Registry(self.conn, self.workers, cache_timeout=self.cache_timeout)
+        self._owner = journal.OwnerLock.acquire(self.cache_dir, self._spill_tag)
+        self.journal = journal.Journal(self.cache_dir, self._spill_tag,
+                                       self.conn.account).open()
+        self.registry = Registry(self.conn, self.workers, cache_timeout=self.cache_timeout,
+                                 journal=self.journal)
         self._commits_idle = trio.Event()
         self._commits_idle.set()
         make_private_dir(self.spill_dir)
-        self._remove_stale_spill()
+        with self.journal.ended_mounts() as ended:
+            self._remove_stale_spill(ended)
+            try:
+                await self.journal.recover(ended, self.conn, self.workers)
+            except Exception:  # never keep the mount from coming up
+                log.exception("recovering interrupted image changes failed")
         ready = trio.Event()
 
         async def background() -> None:
@@ -319,20 +333,19 @@ class Filesystem:
                 handle.reader.close()
         if self._background is not None:
             self._background.cancel()
+        if self._owner is not None:  # an intent left (a failed restore) keeps the lock file
+            self._owner.release(remove=self.journal is not None
+                                and self.journal.nothing_left(self._spill_tag))
+            self._owner = None
 
-    def _remove_stale_spill(self) -> None:
-        """Spill files of mounts that died (their pid is gone) are of no use now."""
+    def _remove_stale_spill(self, ended: list[journal.OwnerLock]) -> None:
+        """Spill files of mounts that ended (``ended``: their locks, claimed) are of no
+        use now; those of a mount that runs, even on another mount point, stay."""
+        tags = {lock.tag for lock in ended}
         for path in self.spill_dir.glob("*.spill"):
-            pid = path.name.split("-", 1)[0]
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
+            if journal.tag_of(path.name) in tags:
                 log.info("removing %s, left by a mount that ended", path)
                 path.unlink(missing_ok=True)
-            except PermissionError:
-                pass
 
     def _spawn(self, fn, *args) -> None:
         """Run ``fn`` in the background; its failure is logged, never raised."""
@@ -525,6 +538,8 @@ class Filesystem:
             return self.tree.at(parent_of(parent.path)) or self.tree.root
         self._check_name(parent, name)
         path = join(parent.path, name)
+        if parent.kind is not Kind.ROOT:
+            check_object_name(split(path)[1])  # ENAMETOOLONG, whatever a listing says
         if sidecar.is_reserved(name) or (parent.kind is Kind.ROOT and TRASH.fullmatch(name)):
             raise errors.NotFound(f"/{path}: reserved name")
         now = self.tree.clock()
@@ -1032,7 +1047,12 @@ class Filesystem:
         self._refuse_own(node.path, "cannot be removed")
         await self._check_empty(node)
         if node.kind is Kind.CONTAINER:
-            await self.workers.http(self.pithos.delete_container, node.container)
+            try:
+                await self.workers.http(self.pithos.delete_container, node.container)
+            except errors.NotFound as exc:
+                if not errors.after_lost_reply(exc):
+                    raise
+                log.info("/%s: deleted by an attempt whose answer was lost", node.path)
             self._geometry.pop(node.container, None)
         else:
             await self._delete_markers(node)
@@ -1704,8 +1724,8 @@ class Filesystem:
         if node.stored:
             try:
                 version = await self.workers.http(self.pithos.move, c1, k1, c2, k2)
-            except errors.NotFound:
-                version = await self._moved_already(node, c2, k2)
+            except errors.NotFound as exc:
+                version = await self._moved_already(exc, node, c2, k2)
                 if version is None:
                     raise
             if target_stored:
@@ -1730,13 +1750,16 @@ class Filesystem:
         self._follow_move(node, version)
         await self._moved(old_path, new_path, replaced=target_stored)
 
-    async def _moved_already(self, node: Node, container: str, key: str) -> int | None:
+    async def _moved_already(self, exc: errors.ImagefsError, node: Node, container: str,
+                             key: str) -> int | None:
         """After a move answered 404: the version at ``key`` if an earlier attempt of
-        this same move went through (its answer was lost and the client's retry found
-        no source), else None. The store's move keeps the uuid, so the destination
-        holding the source's uuid says so (or its hash, when the uuid of a file this
-        mount uploaded was never fetched)."""
+        this same move went through (its answer was lost, ``errors.after_lost_reply``,
+        and the client's retry found no source), else None. The store's move keeps the
+        uuid, so the destination holding the source's uuid says so (or its hash, when
+        the uuid of a file this mount uploaded was never fetched)."""
         old = node.info
+        if not errors.after_lost_reply(exc):
+            return None
         if not isinstance(old, ObjectInfo) or not (old.uuid or old.hash):
             return None
         try:
@@ -1780,8 +1803,12 @@ class Filesystem:
             # The store moves "d" and "d/..." together only when "d" exists.
             await self.workers.http(self.pithos.make_directory, c1, k1)
             node.marker = True
-        await self.workers.http(functools.partial(self.pithos.move, c1, k1, c2, k2,
-                                                  delimiter=True))
+        try:
+            await self.workers.http(functools.partial(self.pithos.move, c1, k1, c2, k2,
+                                                      delimiter=True))
+        except errors.NotFound as exc:
+            if not await self._dir_moved_already(exc, node, c2, k2):
+                raise
         old_path = node.path
         self.tree.listed(old_path, None)
         self.tree.forget_listings(old_path)
@@ -1792,6 +1819,27 @@ class Filesystem:
             if n.kind is Kind.FILE:
                 self._follow_move(n, None)
         await self._moved(old_path, new_path)
+
+    async def _dir_moved_already(self, exc: errors.ImagefsError, node: Node, container: str,
+                                 key: str) -> bool:
+        """After a directory move answered 404: whether an earlier attempt of this same
+        move went through, its answer lost (``errors.after_lost_reply``): the marker
+        (made before the move) is at ``key`` and no longer at the source."""
+        if not errors.after_lost_reply(exc):
+            return False
+        try:
+            info = await self.workers.http(self.pithos.head, container, key)
+        except errors.NotFound:
+            return False
+        if not info.is_directory:
+            return False
+        try:
+            await self.workers.http(self.pithos.head, node.container, node.key)
+        except errors.NotFound:
+            log.info("/%s: moved to %s/%s by an attempt whose answer was lost", node.path,
+                     container, key)
+            return True
+        return False
 
     async def _moved(self, old_path: str, new_path: str, *, replaced: bool = False) -> None:
         """A file or directory moved on the service: images keep their id and

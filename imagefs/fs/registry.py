@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
@@ -46,6 +48,7 @@ from imagefs import errors
 from imagefs.client.models import Image, ObjectInfo
 from imagefs.client.plankton import same_status
 from imagefs.fs.catalog import ImageCache, VersionEntry, VersionIndex, parent_of
+from imagefs.fs.journal import Intent, Journal, Kind
 from imagefs.image import metafile, sidecar, xattrs
 from imagefs.image.metafile import Registration
 from imagefs.protocol import headers as H
@@ -121,9 +124,10 @@ class Registry:
 
     def __init__(self, conn, blocking, *, cache_timeout: float = 2.0,
                  disk_formats: tuple[str, ...] | None = metafile.DISK_FORMATS,
-                 container_formats: tuple[str, ...] | None = metafile.CONTAINER_FORMATS
-                 ) -> None:
+                 container_formats: tuple[str, ...] | None = metafile.CONTAINER_FORMATS,
+                 journal: Journal | None = None) -> None:
         self._conn = conn
+        self._journal = journal  # intents of changes of several requests (fs.journal)
         self._blocking = blocking
         self._me = conn.account
         self._formats = {"disk_formats": disk_formats, "container_formats": container_formats}
@@ -308,6 +312,7 @@ class Registry:
         ``NAME.meta``. NotFound if there was nothing to delete."""
         image_name = sidecar.image_of(sidecar_name)
         key = (container, sidecar_name)
+        intent = None
         async with self._locks.hold((container, image_name)):
             found = key in self._refused or (container, image_name) in self._pending
             self._pending.discard(container, image_name)
@@ -319,20 +324,26 @@ class Registry:
                 image = self.images.by_id(obj.uuid)
                 if image is not None and image.owner != self._me:
                     raise errors.Forbidden(f"{image_name}: the image belongs to {image.owner}")
+                intent = await self._begin(Kind.UNREGISTER, container, image_name, obj.uuid,
+                                           image)
                 try:
                     await self._http(self._conn.plankton.unregister, obj.uuid)
                     found = True
                     log.info("%s/%s: unregistered (sidecar deleted)", container, image_name)
-                except errors.NotFound:
-                    pass
+                except errors.NotFound as exc:
+                    found = found or errors.after_lost_reply(exc)  # by a lost attempt
                 except errors.InvalidInput:  # an id the service does not take: not an image
                     pass
+                except errors.Forbidden:  # another user's, unknown to the cache: unchanged
+                    await self._end(intent)
+                    raise
                 self.images.drop(obj.uuid)
             try:
                 await self._http(self._conn.pithos.delete, container, sidecar_name)
                 found = True
-            except errors.NotFound:
-                pass
+            except errors.NotFound as exc:
+                found = found or errors.after_lost_reply(exc)  # deleted by a lost attempt
+            await self._end(intent)
             self._accept(key)
             self._versions.forget(container, parent_of(sidecar_name))
             if not found:
@@ -379,6 +390,8 @@ class Registry:
                 log.debug("%s/%s: registration unchanged", container, image_name)
                 return live
         location = H.location(self._me, container, image_name)
+        intent = await self._begin(Kind.REGISTER, container, image_name, obj.uuid, previous,
+                                   registration)
         try:
             image = await self._http(
                 self._conn.plankton.reregister, location, registration.name,
@@ -388,7 +401,7 @@ class Registry:
                 status=registration.status, existing_id=obj.uuid)
         except errors.ImagefsError as exc:
             # The unregister may have gone through: put the old registration back.
-            await self._restore(location, previous, obj.uuid)
+            await self._restore(location, previous, obj.uuid, intent)
             if not isinstance(exc, errors.InvalidInput):
                 raise
             # The service refused what the parser let through (a format it does not take).
@@ -403,7 +416,10 @@ class Registry:
             image = dataclasses.replace(image, status=registration.status)
         self.images.put(image)
         log.info("%s/%s: registered as %r (%s)", container, image_name, image.name, image.id)
-        await self._store_metafile(container, sidecar_name, image)
+        try:
+            await self._store_metafile(container, sidecar_name, image)
+        finally:
+            await self._end(intent)
         self._versions.forget(container, parent_of(image_name))
         return image
 
@@ -415,12 +431,17 @@ class Registry:
             return False
         return registration.status is not None or same_status(image.status, "available")
 
-    async def _restore(self, location: str, previous: Image | None, image_id: str) -> None:
-        """Put back the registration a failed override removed."""
+    async def _restore(self, location: str, previous: Image | None, image_id: str,
+                       intent: tuple[Intent, Path] | None = None) -> None:
+        """Put back the registration a failed override removed. Until it is back, the
+        intent says so: a crash now brings back the previous registration, not the new."""
         if previous is None:
             self.images.drop(image_id)
+            await self._end(intent)
             return
         old = Registration.from_image(previous)
+        if intent is not None:
+            intent = await self._begin_again(intent, old)
         try:
             image = await self._http(
                 self._conn.plankton.reregister, location, old.name,
@@ -428,10 +449,45 @@ class Registry:
                 is_public=old.is_public, properties=old.properties, status=old.status,
                 existing_id=image_id)
         except errors.ImagefsError as exc:
-            log.error("%s: could not restore the previous registration: %s", location, exc)
+            log.error("%s: could not restore the previous registration (the next mount "
+                      "will): %s", location, exc)
             self.images.drop(image_id)
             return
+        await self._end(intent)
         self.images.put(image)
+
+    async def _begin(self, kind: Kind, container: str, image_name: str, uuid: str,
+                     previous: Image | None, new: Registration | None = None
+                     ) -> tuple[Intent, Path] | None:
+        """Journal a change of several requests before its first (``fs.journal``), so
+        that a crash in between is finished or undone by the next mount."""
+        if self._journal is None or not uuid:
+            return None
+        intent = self._journal.intent(
+            kind, container=container, image_name=image_name, uuid=uuid,
+            location=H.location(self._me, container, image_name),
+            previous=Registration.from_image(previous) if previous is not None else None,
+            new=new)
+        return intent, await self._write_intent(intent, None)
+
+    async def _begin_again(self, written: tuple[Intent, Path], new: Registration
+                           ) -> tuple[Intent, Path]:
+        intent = dataclasses.replace(written[0], new=new)
+        return intent, await self._write_intent(intent, written[1])
+
+    async def _write_intent(self, intent: Intent, path: Path | None) -> Path:
+        try:
+            return await self._blocking.disk(self._journal.write, intent, path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise errors.CacheFull(f"no room in the cache directory for the journal of "
+                                       f"{intent.container}/{intent.sidecar_name}") from None
+            raise
+
+    async def _end(self, written: tuple[Intent, Path] | None) -> None:
+        """The change is complete or undone: its intent goes."""
+        if written is not None:
+            await self._blocking.disk(self._journal.remove, written[1])
 
     async def _store_metafile(self, container: str, sidecar_name: str, image: Image, *,
                               check: bool = False) -> None:
@@ -758,7 +814,11 @@ class Registry:
         its stored sidecar stays); another user's: Forbidden (EACCES), nothing sent."""
         image = await self.catalog_entry(entry)
         self._check_owner(image, f".images/{entry}")
-        await self._http(self._conn.plankton.unregister, image.id)
+        try:
+            await self._http(self._conn.plankton.unregister, image.id)
+        except errors.NotFound as exc:
+            if not errors.after_lost_reply(exc):  # else: unregistered by a lost attempt
+                raise
         self.images.drop(image.id)
         loc = self.images.locate(image)
         if loc is not None:

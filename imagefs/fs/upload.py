@@ -49,7 +49,11 @@ meanwhile): send those (each read from the spill file inside its worker
 thread, so at most ``parallel`` blocks are in memory per upload, and the
 HTTP limiter bounds them all); PUT again. The sender is an optimisation
 only: when anything fails it stops quietly and this path does the work and
-reports the error.
+reports the error. When it stopped because its retries ran out (the service
+unavailable for a whole deadline, while the writer waited for its buffers),
+this path makes one attempt per request for a deadline after that, rather
+than keep the user waiting a second deadline: a service that is back by then
+still takes the file, one that is not is EIO at once.
 
 Why this is all-or-nothing: the object changes only with the hashmap PUT,
 which the service applies atomically. A failure anywhere before it leaves
@@ -72,6 +76,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from imagefs import errors
+from imagefs.client.http import retries_until
 from imagefs.client.models import PutResult
 from imagefs.fs.blocking import Workers, one_error
 
@@ -127,14 +132,16 @@ async def upload(of: OpenFile, *, workers: Workers, pithos, container: str, key:
     progress.state = "sending"
     await of.sender.flush(progress)
     size = of.size
-    for _round in range(ROUNDS):
-        progress.state = "committing"
-        result = await workers.http(_put, pithos, container, key, size, hashes,
-                                    of.content_type, meta)
-        if result.created:
-            return result, hashes
-        progress.state = "sending"
-        await _send_missing(of, container, hashes, result.missing, progress, parallel)
+    with retries_until(of.sender.commit_retries_until()):
+        for _round in range(ROUNDS):
+            progress.state = "committing"
+            result = await workers.http(_put, pithos, container, key, size, hashes,
+                                        of.content_type, meta)
+            if result.created:
+                of.sender.gave_up = None
+                return result, hashes
+            progress.state = "sending"
+            await _send_missing(of, container, hashes, result.missing, progress, parallel)
     raise errors.ServiceUnavailable(
         f"{container}/{key}: the service keeps asking for blocks it was sent")
 
@@ -209,6 +216,7 @@ class Sender:
         self._posting = 0
         self._flushing = 0
         self._stopped = False
+        self.gave_up: float | None = None  # when a request ran out of retries (monotonic)
         self._progress: Progress | None = None  # the commit waiting in ``flush``
         self._idle = trio.Event()
         self._idle.set()
@@ -308,10 +316,23 @@ class Sender:
         else:
             self._batch, self._trusted, self._trust = 1, 0, 1
 
+    def commit_retries_until(self) -> float | None:
+        """When the commit's requests stop retrying (``http.retries_until``): now, if a
+        request of this sender ran out of retries less than a deadline ago (see the
+        module docstring); None (as usual) otherwise."""
+        if self.gave_up is None:
+            return None
+        now = time.monotonic()
+        if now - self.gave_up >= self.of.pithos.http.deadline:
+            return None
+        return now
+
     def _fail(self, what: str, exc: BaseException) -> None:
         if not self._stopped:
             log.info("sending blocks early stopped (%s: %s); the commit sends them", what, exc)
         self._stopped = True
+        if isinstance(exc, errors.ServiceUnavailable):
+            self.gave_up = time.monotonic()
 
     async def _ask(self, batch: list[_Sealed]) -> None:
         """Which blocks of ``batch`` does the service lack? Queue those, drop the rest."""

@@ -12,6 +12,9 @@ request unanswered, i.e. the mount dies:
 - an ``OSError`` keeps its errno (a full cache disk is ENOSPC);
 - anything else is a bug: logged with its traceback, answered EIO.
 
+Names are UTF-8 (else EINVAL); a name to create has at most 255 bytes
+(NAME_MAX, else ENAMETOOLONG), as on a local disk.
+
 ``forget``, ``release`` and ``releasedir`` never raise. Attributes carry the
 mount's cache timeout as entry and attribute timeouts (pyfuse3 defaults to
 300 s), ``st_blksize`` of 4 MiB (``cp`` sizes its buffer from it: 1 MiB
@@ -53,6 +56,19 @@ def _name(raw: bytes) -> str:
     except UnicodeDecodeError:
         raise errors.InvalidInput(f"name {raw!r} is not UTF-8; the store keeps UTF-8 names"
                                   ) from None
+
+
+#: The longest name a new file, directory or container may have, in bytes: NAME_MAX, as
+#: statfs says. The store would take longer ones, but no local disk could hold a copy.
+NAME_MAX = 255
+
+
+def _new_name(raw: bytes) -> str:
+    """A name to create: at most NAME_MAX bytes of UTF-8. Longer names made by other
+    clients stay reachable (lookups use ``_name``)."""
+    if len(raw) > NAME_MAX:
+        raise errors.NameTooLong(f"a name of {len(raw)} bytes; at most {NAME_MAX} (NAME_MAX)")
+    return _name(raw)
 
 
 def _boundary(fn):
@@ -154,7 +170,7 @@ class Operations(pyfuse3.Operations):
 
     @_boundary
     async def mkdir(self, parent_inode, name, mode, ctx):
-        return self._entry(await self.fs.mkdir(parent_inode, _name(name)))
+        return self._entry(await self.fs.mkdir(parent_inode, _new_name(name)))
 
     @_boundary
     async def rmdir(self, parent_inode, name, ctx):
@@ -172,11 +188,11 @@ class Operations(pyfuse3.Operations):
         if flags & pyfuse3.RENAME_EXCHANGE:
             fs_flags |= RENAME_EXCHANGE
         await self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new,
-                             _name(name_new), fs_flags)
+                             _new_name(name_new), fs_flags)
 
     @_boundary
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        return self._entry(await self.fs.mknod(parent_inode, _name(name), mode))
+        return self._entry(await self.fs.mknod(parent_inode, _new_name(name), mode))
 
     @_boundary
     async def symlink(self, parent_inode, name, target, ctx):
@@ -199,7 +215,7 @@ class Operations(pyfuse3.Operations):
 
     @_boundary
     async def create(self, parent_inode, name, mode, flags, ctx):
-        fh, attr = await self.fs.create(parent_inode, _name(name), flags)
+        fh, attr = await self.fs.create(parent_inode, _new_name(name), flags)
         return self._file_info(fh), self._entry(attr)
 
     @_boundary

@@ -152,11 +152,14 @@ class Registration:
 
 
 def check_text(value: str, what: str) -> str:
-    """``value`` if it can travel as UTF-8 (JSON ``\\ud800`` escapes cannot)."""
+    """``value`` if it can travel as UTF-8 (JSON ``\\ud800`` escapes cannot) and be stored
+    (the services refuse a NUL character: checked here, before an override unregisters)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput(f"{what} contains an unpaired surrogate (\\uD800-\\uDFFF)") from None
+    if "\0" in value:
+        raise InvalidInput(f"{what} contains a NUL character (\\u0000)")
     return value
 
 

@@ -70,11 +70,12 @@ _HEX64_ANY_CASE = re.compile(r"[0-9a-fA-F]{64}")
 # -- header coding -------------------------------------------------------------------------------
 
 def _encode(headers: dict[str, str]) -> dict[str, str]:
-    """Percent-encode reply headers as Pithos does (names and values of its own prefixes)."""
+    """Percent-encode reply headers as Pithos does (names and values of its own prefixes).
+    Names keep no ``/``: a metadata key ``a/b`` must not make an invalid header name."""
     out = {}
     for name, value in headers.items():
         if name.startswith(_REPLY_PREFIXES):
-            out[wire.quote(name)] = wire.quote_reply(str(value))
+            out[wire.quote(name, safe="")] = wire.quote_reply(str(value))
         else:
             out[name] = str(value)
     return out

@@ -52,8 +52,16 @@ def wait_for_mount(proc: subprocess.Popen, mountpoint: Path, describe,
 
 
 def umount(proc: subprocess.Popen, mountpoint: Path, timeout: float = 60) -> None:
-    """``fusermount3 -u``: assert it and the daemon both exit 0."""
-    run("fusermount3", "-u", str(mountpoint))
+    """``fusermount3 -u``: assert it and the daemon both exit 0. A mount is busy for a
+    moment after it appears (the daemon's own first ``stat`` of it), as any
+    filesystem is while something uses it: that is retried for a few seconds."""
+    deadline = time.monotonic() + 10
+    while True:
+        done = run("fusermount3", "-u", str(mountpoint), check=False)
+        if done.returncode == 0 or "busy" not in done.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert done.returncode == 0, f"fusermount3 -u exited {done.returncode}: {done.stderr}"
     assert proc.wait(timeout=timeout) == 0, f"daemon exited with {proc.returncode}"
     assert not os.path.ismount(mountpoint)
 

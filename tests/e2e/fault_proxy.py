@@ -451,3 +451,14 @@ class Tmpfs:
             done = run("umount", str(self.path), check=False)
             if done.returncode != 0:
                 run("umount", "-l", str(self.path))
+
+
+def report_tally(request, name: str, tally) -> None:
+    """At the end of a fault module: one line in the terminal summary with its figures."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None and tally:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\n{name}: {tally['injected']} fault scenarios, "
+                                f"{tally['survived']} survived ({tally['failed']} requests "
+                                f"failed on purpose)")

@@ -346,9 +346,8 @@ def test_daemon_killed_mid_sidecar_write(point, site, tmp_path):
     """The sidecar's text half written; the first request that would change anything
     lost; the registration done but the metafile object not stored (the sidecar shows
     the registration, which is the new one: the stored metafile is only kamaki's copy).
-
-    Not tested because it fails: a death between the unregister and the register of
-    a re-registration (``Plankton.reregister``) leaves the image unregistered."""
+    A death between the unregister and the register of a re-registration is
+    ``test_crash_journal.py``'s."""
     m = site.mount()
     c = m.path / site.container
     os.mkdir(c)

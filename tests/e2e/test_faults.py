@@ -36,7 +36,7 @@ import pytest
 from e2e_util import (CACHE_TIMEOUT, expect_errno, file_top_hash, imagefs_command,
                       names_on_service, run, tail, wait_until, write_random)
 from fault_proxy import (Fault, FaultProxy, Tmpfs, block_upload, hashmap_put, object_delete,
-                         object_get, object_move, start_mount, stop_mount)
+                         object_get, object_move, report_tally, start_mount, stop_mount)
 
 from imagefs import errors
 from imagefs.client.connection import Connection
@@ -59,13 +59,7 @@ _names = itertools.count(1)
 @pytest.fixture(scope="module", autouse=True)
 def _report_tally(request):
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None and TALLY:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"\n{__name__}: {TALLY['injected']} fault scenarios, "
-                                f"{TALLY['survived']} survived ({TALLY['failed']} requests "
-                                f"failed on purpose)")
+    report_tally(request, __name__, TALLY)
 
 
 @pytest.fixture(scope="module")

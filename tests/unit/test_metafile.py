@@ -217,6 +217,8 @@ REFUSED = [
     ("name-blank", b'{"name": "  "}', '"name" is empty'),
     ("name-257", ('{"name": "%s"}' % ("n" * 257)).encode(), "257 characters long"),
     ("name-lone-surrogate", b'{"name": "\\ud800"}', "unpaired surrogate"),
+    ("name-nul", b'{"name": "a\\u0000b"}', '"name" contains a NUL character'),
+    ("property-value-nul", b'{"properties": {"OS": "\\u0000"}}', "contains a NUL character"),
     ("disk-format-unknown", b'{"disk-format": "qcow2"}',
      "\"disk-format\" 'qcow2' is not one of diskdump, extdump, ntfsdump"),
     ("container-format-unknown", b'{"container_format": "docker"}',
@@ -373,7 +375,9 @@ def test_render_parse_round_trip(image):
 
 
 _key_chars = st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789_é")
-_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+#: Any text the services can store: no lone surrogates, no NUL.
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+                max_size=40)
 
 
 @settings(max_examples=60, deadline=None)
