@@ -8,6 +8,7 @@ token registered with ``register_secret``, such as the mount's own).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -79,6 +80,9 @@ def setup(level: int | str = logging.INFO, logfile: str | None = None, *, stream
     """Configure the root logger: stderr (or a file), secrets masked."""
     handler: logging.Handler
     if logfile:
+        # Private like the rest of the user's imagefs files: the log names their files
+        # and images (tokens never reach it). An existing log keeps its mode.
+        os.close(os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         handler = logging.FileHandler(logfile)
     else:
         handler = logging.StreamHandler(stream or sys.stderr)

@@ -20,6 +20,9 @@ import pytest
 
 from imagefs.service.launcher import RunningService, running_service
 
+#: At the end of the session, every log the run wrote is read for every token it issued.
+pytest_plugins = ["log_scan"]
+
 
 class NewUser(NamedTuple):
     uuid: str

@@ -86,9 +86,10 @@ def test_account_put_is_405(api):
     assert "GET" in r.headers["Allow"]
 
 
-def test_other_users_account(api, new_api):
-    """Another account with nothing shared is forbidden (api.md §3.4); nothing can change it."""
-    stranger = new_api()
+def test_other_users_account(new_api):
+    """Another account with nothing shared is forbidden (api.md §3.4); nothing can change it.
+    (A fresh owner: the session's default user may share something by now.)"""
+    api, stranger = new_api(), new_api()
     assert stranger.get(api.path(), params=[("format", "json")]).status_code == 403
     assert stranger.head(api.path()).status_code == 403
     r = stranger.post(api.path(), headers={"X-Account-Meta-X": "y"})

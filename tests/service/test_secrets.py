@@ -6,7 +6,9 @@ where the API says so, and a data directory only its owner can read.
 ``-v``, adds requests that carry tokens in every place a client (or an
 attacker) can put one, including malformed header lines that gunicorn would
 quote in its warnings, and then greps the log for every token. The fault and
-load tests run their services at ``-v`` too and grep their logs the same way.
+load tests run their services at ``-v`` too and grep their logs the same way, and at
+the end of every session ``tests/log_scan.py`` reads every log the run left (services,
+mounts, captured output) for every token the run issued.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from imagefs.service.app import _routes
 from imagefs.service.launcher import RunningService, running_service
 from imagefs.service.store import Store
 from svc_http import Api
-from test_bad_requests import CASES, NAMES, Case, exchange, make_target, run_case, run_name, \
+from test_bad_requests import CASES, NAMES, exchange, make_target, run_case, run_name, \
     still_serving
 
 
@@ -204,3 +206,18 @@ def test_data_directory_is_private_even_with_a_lax_umask(tmp_path):
             assert token not in (data_dir / "service.log").read_text()
     finally:
         os.umask(old)
+
+
+def test_a_data_directory_made_lax_is_private_again_at_the_next_start(tmp_path):
+    """A data directory restored from a backup or chmod-ed by hand (0755, token 0644) is
+    0700 with a 0600 token file once the service starts on it, and keeps its token."""
+    data_dir = tmp_path / "data"
+    with running_service(data_dir, "--workers", "1") as svc:
+        token = svc.token
+    os.chmod(data_dir, 0o755)
+    os.chmod(data_dir / "default.token", 0o644)
+    with running_service(data_dir, "--workers", "1") as svc:
+        assert svc.token == token               # the same default user, not a new token
+        assert _mode(data_dir) == 0o700
+        assert _mode(data_dir / "default.token") == 0o600
+    assert "made it 0600" in (data_dir / "service.log").read_text()

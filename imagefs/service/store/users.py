@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import time
 import uuid as uuidlib
@@ -133,6 +134,9 @@ class UsersMixin:
                 write_private_file(path, f"{uuid} {token}\n")
                 log.warning("%s was missing or stale: issued a new token for the default user",
                             path)
+            elif path.stat().st_mode & 0o077:     # restored from a backup, or chmod-ed
+                os.chmod(path, 0o600)
+                log.warning("%s could be read by others: made it 0600", path)
             imagefs_log.register_secret(token)
             return User(uuid=uuid, name=name, token=token, created=float(created)), False
 
