@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from e2e_proxy import CountingProxy  # noqa: E402
 from e2e_util import (CACHE_TIMEOUT, Mount, cleanup, imagefs_command, tail,  # noqa: E402
                       umount, wait_for_mount)
+from fault_proxy import DEADLINE, TIMEOUT, FaultProxy, start_mount, stop_mount  # noqa: E402
 
 from imagefs.client.connection import Connection  # noqa: E402
 
@@ -125,3 +126,22 @@ def container(mounted, request) -> Container:
     return Container(name, path)
 
 
+# -- the fault tiers (test_faults*.py): a fault proxy and a mount behind it, per module ----
+
+
+@pytest.fixture(scope="module")
+def fproxy(service):
+    with FaultProxy(service.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def fmount(service, fproxy, tmp_path_factory, request):
+    """The mount behind the fault proxy, with a short deadline and read timeout."""
+    mount = start_mount(tmp_path_factory.mktemp(request.module.__name__), fproxy, service.url,
+                        service.token, service.uuid, deadline=DEADLINE, timeout=TIMEOUT)
+    try:
+        yield mount
+    finally:
+        fproxy.disarm()
+        stop_mount(mount)

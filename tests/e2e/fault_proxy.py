@@ -49,6 +49,12 @@ from e2e_util import (CACHE_TIMEOUT, Mount, cleanup, imagefs_command, mount_list
 HOLD_LIMIT = 120.0
 
 
+#: The fault mounts' retry deadline and read timeout (seconds): short, so that EIO
+#: comes quickly, yet long enough for a loaded machine's normal requests.
+DEADLINE = 3.0
+TIMEOUT = 2.5
+
+
 class Incoming:
     """What a fault predicate sees of a request: its line and, if it asks, its body."""
 

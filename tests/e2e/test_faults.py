@@ -35,8 +35,9 @@ from pathlib import Path
 import pytest
 from e2e_util import (CACHE_TIMEOUT, expect_errno, file_top_hash, imagefs_command,
                       names_on_service, run, tail, wait_until, write_random)
-from fault_proxy import (Fault, FaultProxy, Tmpfs, block_upload, hashmap_put, object_delete,
-                         object_get, object_move, report_tally, start_mount, stop_mount)
+from fault_proxy import (DEADLINE, Fault, FaultProxy, TIMEOUT, Tmpfs, block_upload, hashmap_put,
+                         object_delete, object_get, object_move, report_tally, start_mount,
+                         stop_mount)
 
 from imagefs import errors
 from imagefs.client.connection import Connection
@@ -44,10 +45,6 @@ from imagefs.service.launcher import running_service
 
 MiB = 1 << 20
 BLOCK = 4 * MiB
-#: The fault mount's retry deadline and read timeout (seconds): short, so that EIO
-#: comes quickly, yet long enough for a loaded machine's normal requests.
-DEADLINE = 3.0
-TIMEOUT = 2.5
 
 TALLY: Counter = Counter()
 _names = itertools.count(1)
@@ -62,22 +59,6 @@ def _report_tally(request):
     report_tally(request, __name__, TALLY)
 
 
-@pytest.fixture(scope="module")
-def fproxy(service):
-    with FaultProxy(service.url) as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
-def fmount(service, fproxy, tmp_path_factory):
-    """The mount behind the fault proxy, with a short deadline and read timeout."""
-    mount = start_mount(tmp_path_factory.mktemp("faults"), fproxy, service.url, service.token,
-                        service.uuid, deadline=DEADLINE, timeout=TIMEOUT)
-    try:
-        yield mount
-    finally:
-        fproxy.disarm()
-        stop_mount(mount)
 
 
 @pytest.fixture

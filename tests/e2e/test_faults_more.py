@@ -34,16 +34,13 @@ from pathlib import Path
 import pytest
 from e2e_util import (expect_errno, file_top_hash, names_on_service, object_store_parts, tail,
                       wait_until, write_random)
-from fault_proxy import (Fault, FaultProxy, IMPOSSIBLE_HASH, Incoming, block_upload, hashmap_put,
-                         object_delete, object_move, report_tally, start_mount, stop_mount)
+from fault_proxy import (DEADLINE, Fault, FaultProxy, IMPOSSIBLE_HASH, Incoming, block_upload,
+                         hashmap_put, object_delete, object_move, report_tally)
 
 from imagefs import errors
 
 MiB = 1 << 20
 BLOCK = 4 * MiB
-#: The mount's retry deadline and read timeout (seconds), as in ``test_faults``.
-DEADLINE = 3.0
-TIMEOUT = 2.5
 
 TALLY: Counter = Counter()
 _names = itertools.count(1)
@@ -58,21 +55,6 @@ def _report_tally(request):
     report_tally(request, __name__, TALLY)
 
 
-@pytest.fixture(scope="module")
-def fproxy(service):
-    with FaultProxy(service.url) as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
-def fmount(service, fproxy, tmp_path_factory):
-    mount = start_mount(tmp_path_factory.mktemp("faults-more"), fproxy, service.url,
-                        service.token, service.uuid, deadline=DEADLINE, timeout=TIMEOUT)
-    try:
-        yield mount
-    finally:
-        fproxy.disarm()
-        stop_mount(mount)
 
 
 @pytest.fixture
