@@ -520,9 +520,13 @@ class Pithos:
 
     def move(self, src_container: str, src: str, dst_container: str, dst: str, *,
              delimiter: bool = False, meta: dict[str, str] | None = None,
-             content_type: str | None = None) -> int:
-        """Server-side move (uuid and image registration kept, sharing lost); the version."""
+             content_type: str | None = None, sharing: str | None = None) -> int:
+        """Server-side move (uuid and image registration kept); the version. The store
+        drops the object's sharing (so a public image's ``*``) unless ``sharing``
+        (``read=a,b;write=c``) gives the destination's, in the same request."""
         headers = {"X-Move-From": H.quote(f"/{src_container}/{src}")}
+        if sharing:
+            headers["X-Object-Sharing"] = sharing
         return self._copy_or_move(headers, src_container, src, dst_container, dst,
                                   delimiter, meta, content_type, None)
 

@@ -1722,8 +1722,13 @@ class Filesystem:
         if target is not None and target_stored:
             await self._orphan(target)
         if node.stored:
+            # The object's sharing goes with it in the move itself: a public image (a
+            # ``*`` reader) or one with members is never private in between, even if
+            # the mount dies before the registry's re-publishing (``_moved``).
+            sharing = await self._sharing_of(node, c1, k1)
             try:
-                version = await self.workers.http(self.pithos.move, c1, k1, c2, k2)
+                version = await self.workers.http(functools.partial(
+                    self.pithos.move, c1, k1, c2, k2, sharing=sharing or None))
             except errors.NotFound as exc:
                 version = await self._moved_already(exc, node, c2, k2)
                 if version is None:
@@ -1749,6 +1754,21 @@ class Filesystem:
         self.tree.listed(new_path, Entry(Kind.FILE, node.info if node.stored else None))
         self._follow_move(node, version)
         await self._moved(old_path, new_path, replaced=target_stored)
+
+    async def _sharing_of(self, node: Node, container: str, key: str) -> str:
+        """The object's sharing as last seen, HEADed again if it looks older than what
+        the registry knows (an image made public since the listing)."""
+        info = node.info if isinstance(node.info, ObjectInfo) else None
+        sharing = info.sharing if info is not None else ""
+        image = self.registry.cached_image_of(container, key, info)
+        if image is not None and image.is_public and "*" not in sharing:
+            try:
+                fresh = await self.workers.http(self.pithos.head, container, key)
+            except errors.NotFound:
+                return sharing
+            node.remember(fresh, self._expiry())
+            sharing = fresh.sharing
+        return sharing
 
     async def _moved_already(self, exc: errors.ImagefsError, node: Node, container: str,
                              key: str) -> int | None:

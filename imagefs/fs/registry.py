@@ -610,12 +610,15 @@ class Registry:
                 log.warning("%s/%s: moved over another file, but could not keep the image "
                             "private: %s", container, path, exc)
         elif image.is_public:
+            # A file's move carried its sharing (``Filesystem._rename_file``); this makes
+            # sure, and re-publishes the images a directory move took along.
             try:
                 image = await self._http(self._conn.plankton.update, image.id, is_public=True)
             except errors.ImagefsError as exc:
-                log.warning("%s/%s: moved, but could not make the image public again: %s",
+                log.warning("%s/%s: moved; could not confirm the image is still public: %s",
                             container, path, exc)
-                image = dataclasses.replace(image, is_public=False)
+                self.images.drop(image.id)  # asked again when next needed
+                return
         self.images.put(image)
 
     def _move_kept(self, src_key: tuple[str, str], dst_key: tuple[str, str]) -> None:

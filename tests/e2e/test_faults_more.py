@@ -300,6 +300,27 @@ def test_lost_answer_to_a_rename_over_an_existing_file(box, tmp_path):
     survived(moved)
 
 
+def test_a_moved_public_image_is_never_private(box):
+    """A store move drops the object's sharing unless the move request gives it, and the
+    mount gives it: a public image moved while every image update fails (so the
+    re-publishing after the move, or a daemon dying before it) stays public."""
+    img = box.path / "pub.img"
+    img.write_bytes(b"public image bytes\n")
+    (box.path / "pub.img.meta").write_bytes(b'{"name": "Always Public", "is-public": true}')
+    uuid = box.client.pithos.head(box.name, img.name).uuid
+    assert box.client.plankton.get(uuid).is_public
+    updates = box.arm(Fault(image_call("PUT"), "status", status=500, times=None))
+    os.rename(img, box.path / "moved.img")
+    image = box.client.plankton.get(uuid)
+    assert image.is_public, "the move made the image private"
+    assert image.location.endswith(f"/{box.name}/moved.img")
+    assert "*" in box.client.pithos.head(box.name, "moved.img").sharing
+    box.proxy.disarm()
+    assert os.getxattr(box.path / "moved.img", "user.image.is-public") == b"true"
+    box.still_serving()
+    survived(updates)
+
+
 def test_lost_answers_to_image_registration_and_unregistration(box, fmount):
     """A lost answer to a registration (the retry registers again, same id), to an
     unregistration through the catalog and through ``rm NAME.meta`` (the retry finds
