@@ -1756,12 +1756,12 @@ class Filesystem:
         await self._moved(old_path, new_path, replaced=target_stored)
 
     async def _sharing_of(self, node: Node, container: str, key: str) -> str:
-        """The object's sharing as last seen, HEADed again if it looks older than what
-        the registry knows (an image made public since the listing)."""
+        """The object's sharing for its move: as last seen, or for an image (whose
+        publicity and members are its read grants, which the move replaces) as it is
+        now, since another client may have changed them within the cache period."""
         info = node.info if isinstance(node.info, ObjectInfo) else None
         sharing = info.sharing if info is not None else ""
-        image = self.registry.cached_image_of(container, key, info)
-        if image is not None and image.is_public and "*" not in sharing:
+        if self.registry.cached_image_of(container, key, info) is not None:
             try:
                 fresh = await self.workers.http(self.pithos.head, container, key)
             except errors.NotFound:

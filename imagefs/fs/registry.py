@@ -555,8 +555,9 @@ class Registry:
                            sidecar_stored: bool | None = None, replaced: bool = False) -> None:
         """After a server-side move of the file ``src`` to ``dst`` (``info``: its new HEAD).
 
-        The image keeps its id and registration; it is made public again if
-        it was (the store's move drops sharing, D14). The stored sidecar
+        The image keeps its id and registration, and its public status: the
+        filesystem's move carried the sharing (the store drops it otherwise,
+        D14), and a public image is confirmed public here. The stored sidecar
         follows (``sidecar_stored=False`` when the filesystem knows there is
         none, saving a request), and so do a waiting or refused sidecar.
         Renaming a sidecar itself is not a move of an image: the filesystem

@@ -300,23 +300,29 @@ def test_lost_answer_to_a_rename_over_an_existing_file(box, tmp_path):
     survived(moved)
 
 
-def test_a_moved_public_image_is_never_private(box):
+def test_a_moved_image_keeps_its_sharing_in_the_move_itself(box):
     """A store move drops the object's sharing unless the move request gives it, and the
-    mount gives it: a public image moved while every image update fails (so the
-    re-publishing after the move, or a daemon dying before it) stays public."""
-    img = box.path / "pub.img"
-    img.write_bytes(b"public image bytes\n")
-    (box.path / "pub.img.meta").write_bytes(b'{"name": "Always Public", "is-public": true}')
-    uuid = box.client.pithos.head(box.name, img.name).uuid
-    assert box.client.plankton.get(uuid).is_public
+    mount gives it: with every image update failing (so no re-publishing after the
+    move, as if the daemon died before it), a moved public image stays public and a
+    private one keeps the member another client added since the mount last looked."""
+    pub, shared = box.path / "pub.img", box.path / "shared.img"
+    for path, public in ((pub, "true"), (shared, "false")):
+        path.write_bytes(b"image bytes of " + path.name.encode() + b"\n")
+        (box.path / f"{path.name}.meta").write_bytes(
+            b'{"name": "%s", "is-public": %s}' % (path.name.encode(), public.encode()))
+    ids = {p.name: box.client.pithos.head(box.name, p.name).uuid for p in (pub, shared)}
+    assert box.client.plankton.get(ids["pub.img"]).is_public
+    box.client.plankton.add_member(ids["shared.img"], "friend-of-the-owner")  # not via us
     updates = box.arm(Fault(image_call("PUT"), "status", status=500, times=None))
-    os.rename(img, box.path / "moved.img")
-    image = box.client.plankton.get(uuid)
+    os.rename(pub, box.path / "pub-moved.img")
+    os.rename(shared, box.path / "shared-moved.img")
+    image = box.client.plankton.get(ids["pub.img"])
     assert image.is_public, "the move made the image private"
-    assert image.location.endswith(f"/{box.name}/moved.img")
-    assert "*" in box.client.pithos.head(box.name, "moved.img").sharing
+    assert image.location.endswith(f"/{box.name}/pub-moved.img")
+    assert "friend-of-the-owner" in box.client.plankton.members(ids["shared.img"])
+    assert not box.client.plankton.get(ids["shared.img"]).is_public
     box.proxy.disarm()
-    assert os.getxattr(box.path / "moved.img", "user.image.is-public") == b"true"
+    assert os.getxattr(box.path / "pub-moved.img", "user.image.is-public") == b"true"
     box.still_serving()
     survived(updates)
 
