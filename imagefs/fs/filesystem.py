@@ -274,6 +274,9 @@ class Filesystem:
         #: Called with (parent inode, name) when an entry the kernel may cache changed
         #: behind its back; ``fuse.ops`` sets it to pyfuse3.invalidate_entry_async.
         self.invalidate_entry: Callable[[int, str], None] | None = None
+        #: Called with an inode whose kernel page cache nobody will read (its last reader
+        #: closed; every open starts without it); ``fuse.ops`` drops it in a thread.
+        self.drop_pages: Callable[[int], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -1323,6 +1326,13 @@ class Filesystem:
         node.handles -= 1
         if handle.reader is not None:
             handle.reader.close()
+            if node.handles == 0 and self.drop_pages is not None:
+                # Pages read from the service stay cached after the close, and every open
+                # drops them anyway (no keep_cache): freeing them now lets the next
+                # reads reuse that memory instead of making the kernel reclaim it in
+                # the middle of them (measured: 1 GiB reads steady at 1.25-1.4 s, against
+                # 1.4-4.1 s with the system time of reclaim growing run after run).
+                self.drop_pages(node.ino)
         of = node.openfile
         try:
             if of is not None and node.handles == 0:

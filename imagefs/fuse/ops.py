@@ -71,6 +71,13 @@ def _new_name(raw: bytes) -> str:
     return _name(raw)
 
 
+def _invalidate_inode(ino: int) -> None:
+    try:
+        pyfuse3.invalidate_inode(ino, attr_only=False)
+    except Exception as exc:  # forgotten by the kernel meanwhile, or not mounted (tests)
+        log.debug("invalidate_inode(%d): %s", ino, exc)
+
+
 def _boundary(fn):
     """Every failure of a handler becomes a FUSEError with the right errno."""
 
@@ -105,6 +112,7 @@ class Operations(pyfuse3.Operations):
         self.uid = os.getuid()
         self.gid = os.getgid()
         fs.invalidate_entry = self._invalidate_entry
+        fs.drop_pages = self._drop_pages
 
     @staticmethod
     def fuse_options(fsname: str) -> set[str]:
@@ -119,6 +127,11 @@ class Operations(pyfuse3.Operations):
                                            ignore_enoent=True)
         except Exception as exc:  # not mounted (tests), or the kernel said no
             log.debug("invalidate_entry(%d, %r): %s", parent_ino, name, exc)
+
+    def _drop_pages(self, ino: int) -> None:
+        """Invalidate an inode's cached pages, in a thread nobody waits for: the kernel
+        may wait there for reads of a new opener, which this trio thread answers."""
+        self.fs.workers.detach(_invalidate_inode, ino)
 
     # -- conversion -----------------------------------------------------------------
 

@@ -121,3 +121,23 @@ async def test_concurrent_reads_of_one_handle_share_their_fetches(vfs, conn, fre
     assert all(got[o] == data[o:o + MiB] for o in got)
     ranges = [r.headers["Range"] for r in data_gets(requests_log)]
     assert len(ranges) == len(set(ranges)) <= 2 + WINDOW  # blocks 0-1 once each, read-ahead
+
+
+async def test_the_last_reader_s_close_frees_the_kernel_pages(vfs, conn, fresh, monkeypatch):
+    """Pages a reader fetched are of no use once no descriptor is open (every open
+    starts without them): the kernel is asked to drop them then, and only then."""
+    c = await vfs.container(fresh())
+    data = os.urandom(BS + 99)
+    await upload(conn, c, "img", data)
+    dropped: list[int] = []
+    monkeypatch.setattr(vfs.fs, "drop_pages", dropped.append)
+    ino = await vfs.ino(f"{c}/img")
+    first, second = await vfs.open(f"{c}/img"), await vfs.open(f"{c}/img")
+    assert await vfs.fs.read(first, 0, MiB) == data[:MiB]
+    assert await vfs.fs.read(second, BS, 99) == data[BS:]
+    await vfs.close(first)
+    assert dropped == []  # another reader still has the file open
+    await vfs.close(second)
+    assert dropped == [ino]
+    await vfs.write_file(f"{c}/new", b"written, never read")
+    assert dropped == [ino]  # a writer's close drops nothing
