@@ -28,22 +28,31 @@ Also here, because faults need them: a mount of the real CLI wired to a proxy
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2e_proxy import CountingProxy, Request, _Handler, parse_query
-from e2e_util import (CACHE_TIMEOUT, Mount, cleanup, imagefs_command, mount_listed, run,
-                      umount, wait_for_mount)
+from e2e_util import (CACHE_TIMEOUT, Mount, cleanup, file_top_hash, imagefs_command,
+                      mount_listed, names_on_service, run, tail, umount, wait_for_mount,
+                      write_random)
+
+from imagefs import errors
 
 #: The longest a held or stalled request waits for the test (a failed test must not hang).
 HOLD_LIMIT = 120.0
@@ -459,12 +468,82 @@ class Tmpfs:
                 run("umount", "-l", str(self.path))
 
 
-def report_tally(request, name: str, tally) -> None:
-    """At the end of a fault module: one line in the terminal summary with its figures."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None and tally:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"\n{name}: {tally['injected']} fault scenarios, "
-                                f"{tally['survived']} survived ({tally['failed']} requests "
-                                f"failed on purpose)")
+class Tally(Counter):
+    """A fault module's figures: scenarios injected and survived, requests failed."""
+
+    def inject(self) -> None:
+        """A fault scenario starts (a test that passes ``survived`` it)."""
+        self["injected"] += 1
+
+    def survived(self, *faults: Fault) -> None:
+        """The scenario (one per fault armed) passed every check; ``faults`` all fired."""
+        for fault in faults:
+            assert fault.fired, "the fault never fired"
+            self["failed"] += fault.fired
+        self["survived"] += max(1, len(faults))
+
+    def report(self, request, name: str) -> None:
+        """One line in the terminal summary, at the end of the module."""
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None and self:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"\n{name}: {self['injected']} fault scenarios, "
+                                    f"{self['survived']} survived ({self['failed']} requests "
+                                    f"failed on purpose)")
+
+
+class Box:
+    """A test's own container on the fault mount, with a probe file to check the daemon."""
+
+    def __init__(self, name, path, probe, mount, proxy, client, log_start, tally: Tally
+                 ) -> None:
+        self.name, self.path, self.probe = name, path, probe
+        self.mount, self.proxy, self.client = mount, proxy, client
+        self.log_start, self.tally = log_start, tally
+
+    def arm(self, fault: Fault) -> Fault:
+        self.tally.inject()
+        return self.proxy.arm(fault)
+
+    def logged(self, text: str) -> bool:
+        """Whether the daemon logged ``text`` during this test."""
+        return text in tail(self.mount.log, self.log_start, lines=100000)
+
+    def hash_on_service(self, key: str) -> str | None:
+        try:
+            return self.client.pithos.head(self.name, key).hash
+        except errors.NotFound:
+            return None
+
+    def names(self) -> set[str]:
+        return names_on_service(self.client, self.name)
+
+    def still_serving(self) -> None:
+        """The daemon is alive; the probe file stats and reads right."""
+        assert self.mount.proc.poll() is None, "the daemon died"
+        target = self.path / "probe"
+        assert os.stat(target).st_size == self.probe.stat().st_size
+        assert file_top_hash(target) == file_top_hash(self.probe)
+
+
+_boxes = itertools.count(1)
+
+
+@contextlib.contextmanager
+def fault_box(mount, proxy, client, request, tmp_path: Path, tally: Tally) -> Iterator[Box]:
+    """A fresh container for ``request``'s test with a probe file; faults disarmed after,
+    and the daemon's log of the test printed if it failed."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    name = f"f{next(_boxes)}-{stem}"
+    path = mount.path / name
+    os.mkdir(path)
+    probe = write_random(tmp_path / "probe", 300_000)
+    shutil.copyfile(probe, path / "probe")
+    start = mount.log_size()
+    yield Box(name, path, probe, mount, proxy, client, start, tally)
+    proxy.disarm()
+    report = getattr(request.node, "e2e_report_call", None)
+    if report is not None and report.failed:
+        time.sleep(1)
+        print(f"\n--- daemon log during {request.node.name} ---\n{tail(mount.log, start)}")

@@ -23,31 +23,26 @@ Every case asserts four things:
 from __future__ import annotations
 
 import errno
-import itertools
 import os
-import re
 import shutil
 import subprocess
-import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from e2e_util import (CACHE_TIMEOUT, expect_errno, file_top_hash, imagefs_command,
-                      names_on_service, run, tail, wait_until, write_random)
-from fault_proxy import (DEADLINE, Fault, FaultProxy, TIMEOUT, Tmpfs, block_upload, hashmap_put,
-                         object_delete, object_get, object_move, report_tally, start_mount,
-                         stop_mount)
+                      names_on_service, run, wait_until, write_random)
+from fault_proxy import (DEADLINE, Fault, FaultProxy, TIMEOUT, Tally, Tmpfs, block_upload,
+                         fault_box, hashmap_put, object_delete, object_get, object_move,
+                         start_mount, stop_mount)
 
-from imagefs import errors
 from imagefs.client.connection import Connection
 from imagefs.service.launcher import running_service
 
 MiB = 1 << 20
 BLOCK = 4 * MiB
 
-TALLY: Counter = Counter()
-_names = itertools.count(1)
+TALLY = Tally()
+survived = TALLY.survived
 
 
 # --- fixtures ---------------------------------------------------------------------------
@@ -56,7 +51,7 @@ _names = itertools.count(1)
 @pytest.fixture(scope="module", autouse=True)
 def _report_tally(request):
     yield
-    report_tally(request, __name__, TALLY)
+    TALLY.report(request, __name__)
 
 
 
@@ -64,43 +59,8 @@ def _report_tally(request):
 @pytest.fixture
 def box(fmount, fproxy, client, request, tmp_path):
     """A fresh container on the fault mount with a probe file; faults disarmed after."""
-    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
-    name = f"f{next(_names)}-{stem}"
-    path = fmount.path / name
-    os.mkdir(path)
-    probe = write_random(tmp_path / "probe", 300_000)
-    shutil.copyfile(probe, path / "probe")
-    start = fmount.log_size()
-    yield Box(name, path, probe, fmount, fproxy, client, start)
-    fproxy.disarm()
-    report = getattr(request.node, "e2e_report_call", None)
-    if report is not None and report.failed:
-        time.sleep(1)
-        print(f"\n--- daemon log during {request.node.name} ---\n{tail(fmount.log, start)}")
-
-
-class Box:
-    def __init__(self, name, path, probe, mount, proxy, client, log_start) -> None:
-        self.name, self.path, self.probe = name, path, probe
-        self.mount, self.proxy, self.client = mount, proxy, client
-        self.log_start = log_start
-
-    def arm(self, fault: Fault) -> Fault:
-        inject()
-        return self.proxy.arm(fault)
-
-    def logged(self, text: str) -> bool:
-        """Whether the daemon logged ``text`` during this test."""
-        return text in tail(self.mount.log, self.log_start, lines=100000)
-
-    def hash_on_service(self, key: str) -> str | None:
-        try:
-            return self.client.pithos.head(self.name, key).hash
-        except errors.NotFound:
-            return None
-
-    def names(self) -> set[str]:
-        return names_on_service(self.client, self.name)
+    with fault_box(fmount, fproxy, client, request, tmp_path, TALLY) as made:
+        yield made
 
 
 def still_serving(mount, path: Path, local: Path) -> None:
@@ -122,19 +82,6 @@ def no_spill(spill: Path) -> None:
     close() returns)."""
     wait_until(lambda: not any(spill.iterdir()), 3 * CACHE_TIMEOUT,
                what="the spill directory empty")
-
-
-def inject() -> None:
-    """A fault scenario starts (a test that passes ``survived`` it)."""
-    TALLY["injected"] += 1
-
-
-def survived(*faults: Fault) -> None:
-    """The scenario (one per fault armed) passed every check; ``faults`` all fired."""
-    for fault in faults:
-        assert fault.fired, "the fault never fired"
-        TALLY["failed"] += fault.fired
-    TALLY["survived"] += max(1, len(faults))
 
 
 def write_close(local: Path, target: Path) -> None:
@@ -314,7 +261,7 @@ def test_lost_answers_to_rename_and_unlink_are_not_errors(box, tmp_path):
 
 
 def test_over_quota_is_edquot_and_stores_nothing(box, tmp_path):
-    inject()
+    TALLY.inject()
     box.client.http.request("POST", box.client.pithos.container_url(box.name),
                             params={"update": None}, expected=(202, 204),
                             headers={"X-Container-Policy-Quota": str(3 * BLOCK)})
@@ -337,7 +284,7 @@ def test_over_quota_is_edquot_and_stores_nothing(box, tmp_path):
 
 
 def test_full_service_disk_is_enospc_and_stores_nothing(tmp_path_factory, tmp_path):
-    inject()
+    TALLY.inject()
     base = tmp_path_factory.mktemp("full-service")
     disk = Tmpfs(base / "disk", 64)
     try:
@@ -392,15 +339,15 @@ def test_full_cache_dir_is_enospc_and_leaves_no_spill(service, proxy, client,
             spill = cache.path / "spill"
 
             # A sequential copy fills the block buffers, then the spill file: close() fails.
-            inject()
+            TALLY.inject()
             expect_errno(errno.ENOSPC, run_cp_errno, big, c / "big.img")
             # More than the buffers and the cache hold: write() fails, and never hangs
             # (writers used to wait forever for a buffer whose hashing had failed).
-            inject()
+            TALLY.inject()
             huge = write_random(tmp_path / "huge.img", 24 * BLOCK)
             expect_errno(errno.ENOSPC, cp_or_kill, mount, huge, c / "huge.img")
             # Writes that bypass the buffers (backwards) fail at write().
-            inject()
+            TALLY.inject()
             with open(c / "backwards.img", "wb") as out:
                 def backwards() -> None:
                     for i in reversed(range(8)):

@@ -21,29 +21,25 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import itertools
 import json
 import os
-import re
 import shutil
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from e2e_util import (expect_errno, file_top_hash, names_on_service, object_store_parts, tail,
-                      wait_until, write_random)
-from fault_proxy import (DEADLINE, Fault, FaultProxy, IMPOSSIBLE_HASH, Incoming, block_upload,
-                         hashmap_put, object_delete, object_move, report_tally)
+from e2e_util import expect_errno, file_top_hash, object_store_parts, wait_until, write_random
+from fault_proxy import (DEADLINE, Fault, FaultProxy, IMPOSSIBLE_HASH, Incoming, Tally,
+                         block_upload, fault_box, hashmap_put, object_delete, object_move)
 
 from imagefs import errors
 
 MiB = 1 << 20
 BLOCK = 4 * MiB
 
-TALLY: Counter = Counter()
-_names = itertools.count(1)
+TALLY = Tally()
+survived = TALLY.survived
 
 
 # --- fixtures ---------------------------------------------------------------------------
@@ -52,7 +48,7 @@ _names = itertools.count(1)
 @pytest.fixture(scope="module", autouse=True)
 def _report_tally(request):
     yield
-    report_tally(request, __name__, TALLY)
+    TALLY.report(request, __name__)
 
 
 
@@ -60,50 +56,8 @@ def _report_tally(request):
 @pytest.fixture
 def box(fmount, fproxy, client, request, tmp_path):
     """A fresh container on the fault mount with a probe file; faults disarmed after."""
-    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
-    name = f"m{next(_names)}-{stem}"
-    path = fmount.path / name
-    os.mkdir(path)
-    probe = write_random(tmp_path / "probe", 300_000)
-    shutil.copyfile(probe, path / "probe")
-    start = fmount.log_size()
-    yield Box(name, path, probe, fmount, fproxy, client, start)
-    fproxy.disarm()
-    report = getattr(request.node, "e2e_report_call", None)
-    if report is not None and report.failed:
-        time.sleep(1)
-        print(f"\n--- daemon log during {request.node.name} ---\n{tail(fmount.log, start)}")
-
-
-class Box:
-    def __init__(self, name, path, probe, mount, proxy, client, log_start) -> None:
-        self.name, self.path, self.probe = name, path, probe
-        self.mount, self.proxy, self.client = mount, proxy, client
-        self.log_start = log_start
-
-    def arm(self, fault: Fault) -> Fault:
-        TALLY["injected"] += 1
-        return self.proxy.arm(fault)
-
-    def logged(self, text: str) -> bool:
-        return text in tail(self.mount.log, self.log_start, lines=100000)
-
-    def names(self) -> set[str]:
-        return names_on_service(self.client, self.name)
-
-    def still_serving(self) -> None:
-        """The daemon is alive; the probe file stats and reads right."""
-        assert self.mount.proc.poll() is None, "the daemon died"
-        target = self.path / "probe"
-        assert os.stat(target).st_size == self.probe.stat().st_size
-        assert file_top_hash(target) == file_top_hash(self.probe)
-
-
-def survived(*faults: Fault) -> None:
-    for fault in faults:
-        assert fault.fired, "the fault never fired"
-        TALLY["failed"] += fault.fired
-    TALLY["survived"] += len(faults)
+    with fault_box(fmount, fproxy, client, request, tmp_path, TALLY) as made:
+        yield made
 
 
 # --- what the proxy saw -----------------------------------------------------------------
@@ -202,13 +156,13 @@ def write_close(local: Path, target: Path) -> None:
 def test_lost_answers_to_mkdir_and_rmdir_of_a_container(fmount, fproxy, client):
     """The retry of the container PUT answers "exists" (202), of the DELETE 404: both are
     the mount's own first attempt's doing, so mkdir and rmdir succeed."""
-    name = f"m{next(_names)}-lost-top"
+    name = f"m{os.getpid()}-lost-top"
     path = fmount.path / name
     put, delete = container_call("PUT", name), container_call("DELETE", name)
 
     mark = fproxy.mark()
     made = fproxy.arm(Fault(put, "lose-response"))
-    TALLY["injected"] += 1
+    TALLY.inject()
     os.mkdir(path)
     assert made.fired == 1
     assert statuses(fproxy, mark, "PUT", name) == [201, 202]  # created, then "exists"
@@ -218,7 +172,7 @@ def test_lost_answers_to_mkdir_and_rmdir_of_a_container(fmount, fproxy, client):
 
     mark = fproxy.mark()
     removed = fproxy.arm(Fault(delete, "lose-response"))
-    TALLY["injected"] += 1
+    TALLY.inject()
     os.rmdir(path)
     assert removed.fired == 1
     assert statuses(fproxy, mark, "DELETE", name) == [204, 404]
